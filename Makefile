@@ -1,0 +1,44 @@
+# Every target installs what it needs first, so a fresh clone needs only `make demo` / `make test`.
+SHELL := bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+UV ?= $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: help install demo test test-fast lint bench clean-local
+
+help:
+	@echo "make demo   install, then run the example suite with testdb on an embedded PostgreSQL"
+	@echo "make test   install, then lint and run the whole test suite"
+	@echo "make lint   ruff + mypy --strict"
+	@echo "make bench  benchmarks (bench/), printing ratios against a baseline"
+
+.tools/bin/uv:
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet --disable-pip-version-check uv
+
+$(BIN)/testdb: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --all-extras --quiet
+	@touch $@
+
+install: $(BIN)/testdb
+
+lint: install
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
+test: install lint
+	$(BIN)/pytest -p xdist -n 2 --dist=loadgroup tests
+
+test-fast: install
+	$(BIN)/pytest -x -q tests/unit
+
+demo: install
+	cd examples/homesec && ../../$(BIN)/testdb run -n 4 -- ../../$(BIN)/pytest -n 4 -q -p no:cacheprovider
+
+bench: install
+	$(BIN)/python bench/provision.py
+	$(BIN)/python bench/startup.py
+	$(BIN)/python bench/clean.py

@@ -1,0 +1,308 @@
+"""The ``testdb`` command: argument parsing and output only.
+
+Every command calls a documented function of the package (``lifecycle``, ``clean``,
+``prune``). Environment output goes to stdout (so ``eval "$(testdb up)"`` works); notices,
+progress and tables go to stderr. Errors are one ``testdb: error:`` line plus a ``hint:``
+line and exit code 2; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from typer.exceptions import TyperException
+
+from testdb import lifecycle
+from testdb.config import SERVER_KINDS, Settings, load_settings
+from testdb.envvars import OUTPUT_FORMATS, format_environment, mask_url
+from testdb.errors import ConfigError, TestdbError
+from testdb.runner import check_command, numprocesses_from, resolve_workers, run_child
+from testdb.signals import interrupts_raise, shielded
+from testdb.state import RunState, describe_age, load_state, remove_state, require_state, save_state
+
+ERROR_EXIT = 2
+app = typer.Typer(
+    name="testdb",
+    help="Real PostgreSQL databases for parallel integration tests: one per pytest-xdist worker.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+Workers = Annotated[int | None, typer.Option("--workers", "-n", help="Number of xdist workers (gw0..gwN-1).")]
+Server = Annotated[str | None, typer.Option("--server", help="auto | url | local | embedded | docker")]
+UrlOpt = Annotated[
+    str | None, typer.Option("--url", help="Existing server: postgresql://USER:PASS@HOST:PORT/DB")
+]
+Prefix = Annotated[str | None, typer.Option("--prefix", help="Database name prefix (default 'test').")]
+Unique = Annotated[bool, typer.Option("--unique", help="Append the run id to every name (share a server).")]
+Format = Annotated[str, typer.Option("--format", "-f", help="shell | dotenv | json | github")]
+Ttl = Annotated[str | None, typer.Option("--ttl", help="Lease of a detached run, e.g. 30m, 4h.")]
+KeepServer = Annotated[bool, typer.Option("--keep-server", help="Keep the embedded cluster for the next up.")]
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="Config file (default testdb.toml).")
+    ] = None,
+) -> None:
+    if config is not None:
+        os.environ["TESTDB_CONFIG"] = str(config)
+
+
+def _settings(**options: Any) -> Settings:
+    server = options.get("server")
+    if server is not None and server not in SERVER_KINDS:
+        raise ConfigError(
+            f"unknown server kind {server!r}", hint="--server takes: " + ", ".join(SERVER_KINDS)
+        )
+    if options.pop("unique", False):
+        options["names"] = "unique"
+    if options.pop("keep_server", False):
+        options["embedded"] = {"keep": True}
+    return load_settings(Path.cwd(), options)
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in OUTPUT_FORMATS:
+        raise ConfigError(f"unknown format {fmt!r}", hint="--format takes: " + ", ".join(OUTPUT_FORMATS))
+
+
+def _say(message: str) -> None:
+    err.print(message, markup=False)
+
+
+def _report_progress(progress: lifecycle.Progress, state: RunState) -> None:
+    for notice in progress.notices:
+        _say(f"testdb: {notice}")
+    _say(f"testdb: server: {state.server.kind} ({state.server.reason})")
+    verb = "built" if progress.template_built else "reused"
+    _say(f"testdb: template {state.template} {verb} in {progress.timings.get('template', 0):.2f}s")
+    _say(
+        f"testdb: created {len(state.databases)} databases in {progress.timings.get('clones', 0):.2f}s"
+        f" ({state.serial} + {len(state.workers)} workers)"
+    )
+
+
+@app.command()
+def up(
+    workers: Workers = None,
+    server: Server = None,
+    url: UrlOpt = None,
+    prefix: Prefix = None,
+    unique: Unique = False,
+    fmt: Format = "shell",
+    ttl: Ttl = None,
+    keep_server: KeepServer = False,
+) -> None:
+    """Create the serial and per-worker databases and print their environment."""
+    _check_format(fmt)
+    settings = _settings(
+        server=server,
+        url=url,
+        prefix=prefix,
+        workers=workers,
+        unique=unique,
+        ttl=ttl,
+        keep_server=keep_server,
+    )
+    existing = load_state(settings.state_dir)
+    if existing is not None:
+        raise TestdbError(
+            f"run {existing.run_id} is already up here ({len(existing.databases)} databases)",
+            hint="use 'testdb env' to print it, or 'testdb down' first",
+        )
+    progress = lifecycle.Progress()
+    count = workers if workers is not None else resolve_workers(None, settings.workers)
+    with interrupts_raise():
+        state = lifecycle.up(
+            settings, count, unique=settings.names == "unique", root=Path.cwd(), progress=progress
+        )
+        try:
+            save_state(state, settings.state_dir)
+        except BaseException:
+            with shielded():
+                lifecycle.down(state)
+            raise
+    _report_progress(progress, state)
+    sys.stdout.write(format_environment(lifecycle.environment(state, settings), fmt))
+
+
+@app.command()
+def env(fmt: Format = "shell") -> None:
+    """Print the environment of what is up (and renew its lease)."""
+    _check_format(fmt)
+    settings = _settings()
+    state = require_state(settings.state_dir)
+    save_state(lifecycle.renew_lease(state, settings.ttl), settings.state_dir)
+    sys.stdout.write(format_environment(lifecycle.environment(state, settings), fmt))
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def run(
+    ctx: typer.Context,
+    workers: Workers = None,
+    server: Server = None,
+    url: UrlOpt = None,
+    prefix: Prefix = None,
+    unique: Unique = False,
+    keep: Annotated[bool, typer.Option("--keep", help="Keep the databases afterwards.")] = False,
+    keep_server: KeepServer = False,
+) -> None:
+    """Bring databases up, run COMMAND with their environment, tear everything down.
+
+    Usage: testdb run [-n N] -- COMMAND [ARGS...]. Exits with COMMAND's exit code.
+    """
+    command = list(ctx.args)
+    check_command(command)
+    settings = _settings(
+        server=server,
+        url=url,
+        prefix=prefix,
+        workers=workers,
+        unique=unique,
+        keep_server=keep_server,
+    )
+    count = workers if workers is not None else resolve_workers(numprocesses_from(command), settings.workers)
+    progress = lifecycle.Progress()
+    unique_names = settings.names == "unique"
+    with interrupts_raise():
+        if keep:
+            state = lifecycle.up(settings, count, unique=unique_names, root=Path.cwd(), progress=progress)
+            save_state(state, settings.state_dir)
+            code = _run_command(command, state, settings, progress)
+            _say(
+                f"testdb: kept {len(state.databases)} databases; serial:"
+                f" {mask_url(state.server.database_url(state.serial))}"
+                " ('testdb env' prints the environment, 'testdb down' removes them)"
+            )
+        else:
+            with lifecycle.bound_run(
+                settings, count, unique=unique_names, root=Path.cwd(), progress=progress
+            ) as state:
+                code = _run_command(command, state, settings, progress)
+    _print_timings(progress)
+    raise typer.Exit(code)
+
+
+def _run_command(
+    command: list[str], state: RunState, settings: Settings, progress: lifecycle.Progress
+) -> int:
+    _report_progress(progress, state)
+    with progress.phase("command"):
+        result = run_child(command, lifecycle.environment(state, settings), settings.grace)
+    return result.returncode
+
+
+def _print_timings(progress: lifecycle.Progress) -> None:
+    table = Table(title="testdb timings", title_justify="left", show_edge=False)
+    table.add_column("phase")
+    table.add_column("seconds", justify="right")
+    labels = {
+        "server": "server start",
+        "template": "template",
+        "clones": "clones",
+        "command": "test command",
+        "teardown": "teardown",
+    }
+    for key, label in labels.items():
+        if key in progress.timings:
+            suffix = ""
+            if key == "template" and progress.template_built is not None:
+                suffix = " (built)" if progress.template_built else " (reused)"
+            table.add_row(label + suffix, f"{progress.timings[key]:.2f}")
+    err.print(table)
+
+
+@app.command()
+def down(
+    stop_server: Annotated[
+        bool, typer.Option("--stop-server", help="Also stop a kept embedded server.")
+    ] = False,
+) -> None:
+    """Drop what 'up' created and stop what it started. Nothing up is not an error."""
+    settings = _settings()
+    state = load_state(settings.state_dir)
+    if state is None:
+        _say("testdb: nothing is up here")
+        return
+    with shielded():
+        dropped = lifecycle.down(state, stop_server=stop_server)
+        remove_state(settings.state_dir)
+    stopped = (
+        " and stopped the server"
+        if state.server.owned and (stop_server or not state.server.extra.get("keep"))
+        else ""
+    )
+    _say(f"testdb: dropped {len(dropped)} databases{stopped}")
+
+
+@app.command()
+def status() -> None:
+    """Show the run that is up: server, databases, owner, age (passwords masked)."""
+    settings = _settings()
+    state = load_state(settings.state_dir)
+    if state is None:
+        _say("testdb: nothing is up here")
+        return
+    lifecycle.renew_lease(state, settings.ttl)
+    save_state(state, settings.state_dir)
+    rows = lifecycle.database_status(state)
+    table = Table(title=f"testdb run {state.run_id}", title_justify="left")
+    for column in ("database", "role", "exists", "connections"):
+        table.add_column(column)
+    for name, role, exists, connections in rows:
+        table.add_row(name, role, "yes" if exists else "missing", str(connections))
+    lease = (
+        "none" if state.expires is None else f"expires in {max(0, int(state.expires - time.time())) // 60}m"
+    )
+    err.print(
+        f"server: {state.server.kind} {mask_url(state.server.url)} ({state.server.reason})",
+        markup=False,
+    )
+    err.print(
+        f"age: {describe_age(state.created)}   lease: {lease}   template: {state.template}",
+        markup=False,
+    )
+    Console(highlight=False).print(table)
+
+
+def main() -> None:
+    """Console entry point: one error line and exit 2 instead of a traceback."""
+    debug = "--debug" in sys.argv[1:]
+    try:
+        code = app(standalone_mode=False)
+    except TestdbError as exc:
+        if debug:
+            raise
+        _fail(exc.message, exc.hint)
+    except TyperException as exc:  # click's usage errors, vendored by typer
+        if debug:
+            raise
+        ctx = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            sys.stdout.write(ctx.get_help() + "\n")
+            sys.exit(0)
+        command = ctx.command_path if ctx is not None else "testdb"
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        _fail(" ".join(message.split()), f"run '{command} --help' for usage")
+    except (KeyboardInterrupt, typer.Abort):
+        _say("testdb: interrupted; everything this run created was removed")
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str, hint: str) -> None:
+    err.print(f"testdb: error: {message}", markup=False)
+    err.print(f"hint: {hint}", markup=False)
+    sys.exit(ERROR_EXIT)

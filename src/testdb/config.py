@@ -1,0 +1,261 @@
+"""Settings: ``testdb.toml`` or ``[tool.testdb]`` in ``pyproject.toml``, then ``TESTDB_*``
+environment variables, then command-line options (each overriding the one before).
+
+Nested tables map to ``TESTDB_<TABLE>__<KEY>`` variables, e.g. ``TESTDB_CLEAN__STRATEGY``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    PyprojectTomlConfigSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from testdb.envvars import check_env_template
+from testdb.errors import ConfigError
+
+CONFIG_FILE = "testdb.toml"
+PYPROJECT = "pyproject.toml"
+ENV_PREFIX = "TESTDB_"
+
+ServerKind = Literal["auto", "url", "local", "embedded", "docker"]
+SERVER_KINDS: tuple[str, ...] = ("auto", "url", "local", "embedded", "docker")
+
+_config_file: ContextVar[Path | None] = ContextVar("testdb_config_file", default=None)
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SchemaSettings(_Section):
+    """How the template database gets its schema (see the template section of the README)."""
+
+    sql: list[str] = Field(default_factory=list)
+    command: str | None = None
+    callable: str | None = None
+    inputs: list[str] = Field(default_factory=list)
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.sql or self.command or self.callable)
+
+
+class CleanSettings(_Section):
+    """How ``testdb clean`` and the cleaning fixtures empty a database."""
+
+    strategy: Literal["delete", "truncate", "auto"] = "auto"
+    reset_sequences: bool = False
+    keep: list[str] = Field(default_factory=lambda: ["alembic_version"])
+    lock_timeout: float = Field(default=5.0, gt=0)
+
+
+class RedisSettings(_Section):
+    """Per-worker Redis database numbers (see the README's mapping)."""
+
+    url: str | None = None
+    serial_db: int | None = Field(default=None, ge=0)
+
+
+class DockerSettings(_Section):
+    image: str = "postgres:16-alpine"
+    reuse: bool = False
+    start_timeout: float = Field(default=60.0, gt=0)
+
+
+class EmbeddedSettings(_Section):
+    """The throwaway cluster testdb starts itself."""
+
+    keep: bool = False
+    bin_dir: str | None = None
+    run_as: str | None = None
+    start_timeout: float = Field(default=30.0, gt=0)
+
+
+class PytestSettings(_Section):
+    provision: bool = False
+    settings_cache_clear: list[str] = Field(default_factory=list)
+
+
+with warnings.catch_warnings():
+    # A field called "schema" shadows a deprecated BaseModel method; the name is the
+    # user-facing table name ([schema]) so it is worth the warning we silence here.
+    warnings.simplefilter("ignore")
+
+    class Settings(BaseSettings):
+        """Every testdb setting; ``config.example.toml`` documents each one."""
+
+        model_config = SettingsConfigDict(
+            env_prefix=ENV_PREFIX,
+            env_nested_delimiter="__",
+            extra="forbid",
+            pyproject_toml_table_header=("tool", "testdb"),
+            validate_default=True,
+        )
+
+        server: ServerKind = "auto"
+        url: str | None = None
+        prefix: str = "test"
+        workers: int | None = Field(default=None, ge=1)
+        names: Literal["plain", "unique"] = "plain"
+        async_driver: Literal["asyncpg", "psycopg"] = "asyncpg"
+        ttl: float = Field(default=4 * 3600, gt=0, description="lease of a detached `up`, seconds")
+        prune: bool = True
+        grace: float = Field(default=10.0, gt=0)
+        state_dir: str = ".testdb"
+        max_connections_headroom: int = Field(default=5, ge=0)
+        embedded: EmbeddedSettings = Field(default_factory=EmbeddedSettings)
+        docker: DockerSettings = Field(default_factory=DockerSettings)
+        schema: SchemaSettings = Field(default_factory=SchemaSettings)  # type: ignore[assignment]
+        clean: CleanSettings = Field(default_factory=CleanSettings)
+        redis: RedisSettings = Field(default_factory=RedisSettings)
+        pytest: PytestSettings = Field(default_factory=PytestSettings)
+        env: dict[str, str] = Field(default_factory=dict)
+
+        @field_validator("ttl", mode="before")
+        @classmethod
+        def _duration(cls, value: object) -> object:
+            return parse_duration(value) if isinstance(value, str) else value
+
+        @field_validator("env")
+        @classmethod
+        def _env_templates(cls, value: dict[str, str]) -> dict[str, str]:
+            for name, template in value.items():
+                check_env_template(name, template)
+            return value
+
+        @model_validator(mode="after")
+        def _clean_keep_unique(self) -> Settings:
+            self.clean.keep = list(dict.fromkeys(self.clean.keep))
+            return self
+
+        _source: Path | None = PrivateAttr(default=None)
+
+        @property
+        def source_file(self) -> Path | None:
+            """The config file these settings were read from, if any."""
+            return self._source
+
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            path = _config_file.get()
+            sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+            if path is not None and path.name == PYPROJECT:
+                sources.append(PyprojectTomlConfigSettingsSource(settings_cls, toml_file=path))
+            elif path is not None:
+                sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+            return tuple(sources)
+
+
+def parse_duration(text: str) -> float:
+    """'90', '90s', '30m', '4h', '2d' -> seconds."""
+    match = _DURATION_RE.fullmatch(text.strip())
+    if not match:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 90s, 30m, 4h)")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def find_config_file(cwd: Path) -> Path | None:
+    """``testdb.toml`` if present, else ``pyproject.toml`` if it has a [tool.testdb] table.
+
+    ``TESTDB_CONFIG`` names a file explicitly.
+    """
+    explicit = os.environ.get(f"{ENV_PREFIX}CONFIG")
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"config file {explicit} (from TESTDB_CONFIG) does not exist")
+        return path
+    candidate = cwd / CONFIG_FILE
+    if candidate.is_file():
+        return candidate
+    pyproject = cwd / PYPROJECT
+    if pyproject.is_file() and "testdb" in _read_toml(pyproject).get("tool", {}):
+        return pyproject
+    return None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_bytes().decode("utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+@contextmanager
+def _using_config_file(path: Path | None) -> Iterator[None]:
+    token = _config_file.set(path)
+    try:
+        yield
+    finally:
+        _config_file.reset(token)
+
+
+def load_settings(cwd: Path | None = None, overrides: Mapping[str, Any] | None = None) -> Settings:
+    """Settings for a run in ``cwd``; ``overrides`` are command-line options (None = not given)."""
+    path = find_config_file(cwd or Path.cwd())
+    if path is not None:
+        _read_toml(path)  # surfaces syntax and encoding errors with the file's name
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    try:
+        with _using_config_file(path), warnings.catch_warnings():
+            # pydantic-settings warns that the pyproject table header is unused when the
+            # config comes from testdb.toml or nowhere; that is expected here.
+            warnings.filterwarnings("ignore", message=".*pyproject_toml_table_header.*")
+            settings = Settings(**given)
+    except ValidationError as exc:
+        raise _config_error(exc, path, given) from None
+    settings._source = path
+    return settings
+
+
+def _config_error(exc: ValidationError, path: Path | None, given: Mapping[str, Any]) -> ConfigError:
+    first = exc.errors()[0]
+    key = ".".join(str(part) for part in first["loc"])
+    top = str(first["loc"][0]) if first["loc"] else ""
+    env_name = ENV_PREFIX + key.upper().replace(".", "__")
+    if top in given:
+        where = f"option --{top.replace('_', '-')}"
+    elif env_name in os.environ or f"{ENV_PREFIX}{top.upper()}" in os.environ:
+        where = f"environment variable {env_name if env_name in os.environ else ENV_PREFIX + top.upper()}"
+    else:
+        where = str(path) if path else "settings"
+    if first["type"] == "extra_forbidden":
+        return ConfigError(f"unknown setting '{key}' in {where}")
+    message = first["msg"].removeprefix("Value error, ")
+    return ConfigError(f"invalid setting '{key}' in {where}: {message}")

@@ -1,0 +1,264 @@
+"""The main job as plain functions: bring a run up, describe it, tear it down.
+
+``cli.py`` and ``pytest_plugin.py`` are thin layers over these. A *detached* run
+(``testdb up``) records a lease and a state file; a *bound* run (``testdb run``, pytest
+self-provisioning) holds its liveness lock for as long as the ``bound_run`` block lasts and
+always tears down in ``finally``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+
+from testdb.config import Settings
+from testdb.envvars import Target, replacement_environment, run_environment, target_environment
+from testdb.errors import ServerError, TestdbError
+from testdb.naming import SERIAL_WORKER, database_names, new_run_id, validate_prefix, worker_ids
+from testdb.provision import (
+    Marker,
+    RunLock,
+    check_names_free,
+    clone_databases,
+    connection_budget,
+    drop_database,
+    drop_owned,
+    list_databases,
+    set_marker,
+)
+from testdb.redisdb import redis_urls
+from testdb.servers import acquire_server, embedded, release_server
+from testdb.servers.base import ServerInfo, admin_connection, connection_error
+from testdb.signals import shielded
+from testdb.state import RunState
+from testdb.template import ensure_template
+
+
+@dataclass
+class Progress:
+    """What a run reports as it goes: notices (printed once) and phase timings."""
+
+    notices: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    template_built: bool | None = None
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - started
+
+
+def check_request(settings: Settings, workers: int, unique: bool) -> None:
+    """Everything that can be refused before a server is touched."""
+    if workers < 1:
+        raise TestdbError(f"-n must be at least 1, got {workers}", hint="use -n N with N >= 1 workers")
+    validate_prefix(settings.prefix, workers, unique)
+
+
+def provision(
+    settings: Settings,
+    info: ServerInfo,
+    run_id: str,
+    workers: int,
+    *,
+    unique: bool,
+    bound: bool,
+    root: Path,
+    progress: Progress,
+) -> RunState:
+    """Template and clones for one run on ``info``; all or nothing."""
+    with admin_connection(info) as conn:
+        pool = connection_budget(conn, workers, settings.max_connections_headroom)
+        names = database_names(settings.prefix, workers, run_id if unique else None)
+        reclaim = check_names_free(conn, names.all(), run_id, info.default_database)
+        for name in reclaim:  # left by dead runs: theirs to lose
+            drop_database(conn, name)
+    redis = (
+        redis_urls(settings.redis.url, worker_ids(workers), settings.redis.serial_db)
+        if settings.redis.url
+        else {}
+    )
+    marker = Marker.for_run(run_id, "worker", settings.prefix, None if bound else settings.ttl)
+    with progress.phase("template"):
+        result = ensure_template(
+            info,
+            settings.prefix,
+            settings.schema,
+            marker,
+            root,
+            lambda srv, db: _template_env(settings, srv, db, run_id),
+        )
+    progress.template_built = result.built
+    roles = {names.serial: "serial", **dict.fromkeys(names.workers.values(), "worker")}
+    with progress.phase("clones"):
+        clone_databases(info, roles, result.name, marker)
+    return RunState(
+        run_id=run_id,
+        prefix=settings.prefix,
+        server=info,
+        serial=names.serial,
+        workers=names.workers,
+        template=result.name,
+        expires=marker.expires,
+        redis=redis,
+        pool=pool,
+        timings=dict(progress.timings),
+    )
+
+
+def _template_env(settings: Settings, info: ServerInfo, database: str, run_id: str) -> Mapping[str, str]:
+    target = Target(info.database_url(database), SERIAL_WORKER, run_id)
+    return target_environment(target, settings.env, settings.async_driver)
+
+
+def up(settings: Settings, workers: int, *, unique: bool, root: Path, progress: Progress) -> RunState:
+    """Detached ``testdb up``: server, template, clones; a lease instead of a lock."""
+    check_request(settings, workers, unique)
+    run_id = new_run_id()
+    with progress.phase("server"):
+        info = acquire_server(settings, run_id, progress.notices)
+    try:
+        state = provision(
+            settings,
+            info,
+            run_id,
+            workers,
+            unique=unique,
+            bound=False,
+            root=root,
+            progress=progress,
+        )
+    except BaseException:
+        release_server(info)
+        raise
+    if info.kind == "embedded":
+        embedded.detach(info, None if info.extra.get("keep") else state.expires)
+    return state
+
+
+@contextlib.contextmanager
+def bound_run(
+    settings: Settings, workers: int, *, unique: bool, root: Path, progress: Progress
+) -> Iterator[RunState]:
+    """A run that lives exactly as long as this block; everything is dropped in ``finally``."""
+    check_request(settings, workers, unique)
+    run_id = new_run_id()
+    with progress.phase("server"):
+        info = acquire_server(settings, run_id, progress.notices)
+    try:
+        with RunLock(info, run_id):
+            state = provision(
+                settings,
+                info,
+                run_id,
+                workers,
+                unique=unique,
+                bound=True,
+                root=root,
+                progress=progress,
+            )
+            try:
+                yield state
+            finally:
+                with shielded(), progress.phase("teardown"):
+                    drop_run_databases(state)
+    finally:
+        with shielded(), progress.phase("teardown"):
+            release_server(info)
+
+
+def drop_run_databases(state: RunState) -> list[str]:
+    """Drop this run's databases (only those still marked as its own).
+
+    A server that is gone (stopped, killed) has nothing left to drop: not an error.
+    """
+    try:
+        with admin_connection(state.server) as conn:
+            # Also what replacement workers cloned for themselves under this run's id.
+            extra = [
+                row.name
+                for row in list_databases(conn)
+                if row.marker is not None
+                and row.marker.run_id == state.run_id
+                and row.marker.role in ("serial", "worker")
+            ]
+            names = list(dict.fromkeys([*state.databases, *extra]))
+            return drop_owned(conn, names, state.run_id, state.server.default_database)
+    except ServerError:
+        if state.server.owned:
+            return []
+        raise
+    except psycopg.OperationalError as exc:
+        raise connection_error(state.server.admin_url, exc) from None
+
+
+def down(state: RunState, *, stop_server: bool = False) -> list[str]:
+    """Drop what ``up`` created and stop what it started."""
+    try:
+        return drop_run_databases(state)
+    finally:
+        release_server(state.server, force=stop_server)
+
+
+def targets(state: RunState) -> tuple[Target, dict[str, Target]]:
+    """The serial database and each worker's, as environment targets."""
+
+    def target(worker: str, database: str) -> Target:
+        redis = state.redis.get(worker)
+        return Target(
+            state.server.database_url(database),
+            worker,
+            state.run_id,
+            redis,
+            int(redis.rsplit("/", 1)[1]) if redis else None,
+        )
+
+    return target(SERIAL_WORKER, state.serial), {w: target(w, db) for w, db in state.workers.items()}
+
+
+def environment(state: RunState, settings: Settings) -> dict[str, str]:
+    """Every variable ``testdb up``/``env``/``run`` hands out for ``state``."""
+    serial, workers = targets(state)
+    env = run_environment(serial, workers, settings.env, settings.async_driver, state.pool)
+    if state.template:
+        unique = state.serial != state.prefix
+        env.update(replacement_environment(state.server.admin_url, state.template, state.prefix, unique))
+    return env
+
+
+def renew_lease(state: RunState, ttl: float) -> RunState:
+    """Push a detached run's lease ``ttl`` seconds into the future (``env``/``status``/``clean``)."""
+    if state.expires is None:
+        return state
+    state.expires = time.time() + ttl
+    with contextlib.suppress(ServerError, psycopg.Error), admin_connection(state.server) as conn:
+        rows = {row.name: row.marker for row in list_databases(conn)}
+        for name in state.databases:
+            marker = rows.get(name)
+            if marker is not None and marker.run_id == state.run_id:
+                marker.expires = state.expires
+                set_marker(conn, name, marker)
+    if state.server.kind == "embedded" and not state.server.extra.get("keep"):
+        embedded.detach(state.server, state.expires)
+    return state
+
+
+def database_status(state: RunState) -> list[tuple[str, str, bool, int]]:
+    """(name, role, exists, connections) for each database of ``state``."""
+    with admin_connection(state.server) as conn:
+        rows = {row.name: row for row in list_databases(conn)}
+    roles = {state.serial: "serial", **{db: w for w, db in state.workers.items()}}
+    if state.template:
+        roles[state.template] = "template"
+    return [
+        (name, role, name in rows, rows[name].connections if name in rows else 0)
+        for name, role in roles.items()
+    ]

@@ -1,0 +1,77 @@
+"""Reclaim what dead runs left behind, and nothing else.
+
+A database is reclaimable when it carries testdb's marker, is not a template (templates
+are a cache shared by runs; ``--templates`` includes them), is not protected, and its run
+is dead: no liveness lock held and no unexpired lease. A database that still has
+connections is skipped and reported unless ``force``. Embedded clusters whose owning
+process is gone are stopped and deleted too.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from testdb.naming import is_protected
+from testdb.provision import DatabaseRow, drop_database, is_alive, list_databases, live_lock_keys
+from testdb.servers import embedded
+from testdb.servers.base import ServerInfo, admin_connection
+
+
+@dataclass
+class PruneReport:
+    dropped: list[str] = field(default_factory=list)
+    busy: list[DatabaseRow] = field(default_factory=list)
+    clusters: list[str] = field(default_factory=list)
+
+
+def dead_databases(info: ServerInfo, prefix: str | None = None, templates: bool = False) -> list[DatabaseRow]:
+    """Marked databases on ``info`` whose run is dead (optionally only of ``prefix``)."""
+    with admin_connection(info) as conn:
+        live = live_lock_keys(conn)
+        rows = list_databases(conn)
+    now = time.time()
+    found = []
+    for row in rows:
+        marker = row.marker
+        if marker is None or is_protected(row.name, info.default_database):
+            continue
+        if marker.role == "template" and not templates:
+            continue
+        if prefix is not None and marker.prefix != prefix:
+            continue
+        if not is_alive(marker, live, now):
+            found.append(row)
+    return found
+
+
+def prune(
+    info: ServerInfo,
+    *,
+    prefix: str | None = None,
+    dry_run: bool = False,
+    force: bool = False,
+    templates: bool = False,
+) -> PruneReport:
+    """Drop (or with ``dry_run`` only list) every dead run's databases on ``info``."""
+    report = PruneReport()
+    rows = dead_databases(info, prefix, templates)
+    with admin_connection(info) as conn:
+        for row in rows:
+            if row.connections and not force:
+                report.busy.append(row)
+                continue
+            if not dry_run:
+                drop_database(conn, row.name)
+            report.dropped.append(row.name)
+    return report
+
+
+def prune_clusters(dry_run: bool = False) -> list[str]:
+    """Embedded clusters whose owner process died (e.g. a SIGKILLed ``testdb run``)."""
+    found = [str(path) for path in embedded.orphaned_clusters()]
+    if not dry_run:
+        for path in found:
+            embedded.destroy(Path(path))
+    return found

@@ -1,0 +1,67 @@
+"""Per-worker Redis database numbers.
+
+Mapping (the seed's, generalised): worker ``gwN`` gets database ``N``; the serial run gets
+the server's last database (``databases - 1``, 15 on a default server) unless
+``redis.serial_db`` says otherwise. Asking for more workers than the server has databases
+(keeping one for the serial run) is an error before anything is created.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from sqlalchemy.engine import make_url
+
+from testdb.errors import ConfigError
+from testdb.naming import SERIAL_WORKER, worker_index
+
+DEFAULT_DATABASES = 16
+
+
+def server_databases(url: str) -> int:
+    """The server's ``databases`` setting, or the default when it cannot be asked."""
+    with contextlib.suppress(Exception):
+        import redis  # optional: testdb works without it, trusting the default
+
+        client = redis.Redis.from_url(url, socket_connect_timeout=2)
+        try:
+            value = client.config_get("databases").get("databases")
+            return int(value) if value else DEFAULT_DATABASES
+        finally:
+            client.close()
+    return DEFAULT_DATABASES
+
+
+def redis_db_number(worker_id: str, databases: int, serial_db: int | None) -> int:
+    index = worker_index(worker_id)
+    if index is None:
+        return databases - 1 if serial_db is None else serial_db
+    return index
+
+
+def redis_urls(
+    url: str, worker_ids: list[str], serial_db: int | None, databases: int | None = None
+) -> dict[str, str]:
+    """worker id (and 'master') -> Redis URL with that worker's database number."""
+    count = databases or server_databases(url)
+    serial = redis_db_number(SERIAL_WORKER, count, serial_db)
+    if len(worker_ids) > count - 1:
+        raise ConfigError(
+            f"{len(worker_ids)} workers need {len(worker_ids) + 1} Redis databases, the server has {count}",
+            hint="use fewer workers, or raise 'databases' in redis.conf",
+        )
+    if serial < len(worker_ids):
+        raise ConfigError(
+            f"redis.serial_db = {serial} is also worker gw{serial}'s database",
+            hint=f"set redis.serial_db to {len(worker_ids)} or more, or leave it unset",
+        )
+    base = make_url(url)
+    urls = {
+        w: base.set(database=str(redis_db_number(w, count, serial_db))).render_as_string(False)
+        for w in [SERIAL_WORKER, *worker_ids]
+    }
+    return urls
+
+
+def database_number(url: str) -> int:
+    return int(make_url(url).database or 0)

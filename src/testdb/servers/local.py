@@ -1,0 +1,83 @@
+"""A server already running on this machine, found the way libpq finds one.
+
+libpq's own defaults (``PGHOST``, ``PGPORT``, ``PGUSER``, ``PGPASSWORD``, ``~/.pgpass``,
+its compiled-in socket directory) come first; when ``PGHOST`` is unset, the usual socket
+directories and then ``localhost:5432`` are tried, because the libpq bundled with
+psycopg's binary wheel may look in a different socket directory than the system's.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import psycopg
+from sqlalchemy.engine import URL
+
+from testdb.errors import ServerError
+from testdb.servers.base import ServerInfo
+
+KIND = "local"
+SOCKET_DIRS = ("/var/run/postgresql", "/tmp")  # noqa: S108 - where PostgreSQL puts sockets
+
+
+def _candidates() -> list[dict[str, Any]]:
+    base = {"dbname": os.environ.get("PGDATABASE", "postgres")}
+    found = [base]
+    if not os.environ.get("PGHOST"):
+        found += [{**base, "host": d} for d in SOCKET_DIRS if os.path.isdir(d)]
+        found.append({**base, "host": "localhost"})
+    return found
+
+
+def find() -> ServerInfo | None:
+    """The first local server that accepts a connection, or None."""
+    for params in _candidates():
+        try:
+            conn = psycopg.connect(connect_timeout=2, autocommit=True, application_name="testdb", **params)
+        except psycopg.OperationalError:
+            continue
+        with conn:
+            info = conn.info
+            host, port, user = info.host, info.port, info.user
+            password, dbname = info.password or None, info.dbname
+        if host.startswith("/"):
+            url = URL.create(
+                "postgresql",
+                username=user,
+                password=password,
+                port=port,
+                database=dbname,
+                query={"host": host},
+            )
+            where = f"socket {host}/.s.PGSQL.{port}"
+        else:
+            url = URL.create(
+                "postgresql",
+                username=user,
+                password=password,
+                host=host,
+                port=port,
+                database=dbname,
+            )
+            where = f"{host}:{port}"
+        return ServerInfo(
+            kind=KIND,
+            url=url.render_as_string(hide_password=False),
+            reason=f"local server answering on {where}",
+        )
+    return None
+
+
+def acquire() -> ServerInfo:
+    info = find()
+    if info is None:
+        raise ServerError(
+            "no local PostgreSQL server answers (tried libpq defaults, sockets and localhost:5432)",
+            hint="start one, set PGHOST/PGPORT, or use --server embedded",
+        )
+    return info
+
+
+def release(info: ServerInfo) -> None:
+    """Nothing to stop: the server is not ours."""

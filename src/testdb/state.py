@@ -1,0 +1,124 @@
+"""What a detached run owns, kept in ``.testdb/state.json`` (mode 0600: it holds the server URL)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from testdb.errors import StateError
+from testdb.servers.base import ServerInfo
+
+STATE_VERSION = 1
+STATE_FILE = "state.json"
+
+
+@dataclass
+class RunState:
+    """Everything ``down``, ``env``, ``status`` and ``clean`` need to find a run again."""
+
+    run_id: str
+    prefix: str
+    server: ServerInfo
+    serial: str
+    workers: dict[str, str]
+    template: str | None = None
+    created: float = field(default_factory=time.time)
+    expires: float | None = None
+    redis: dict[str, str] = field(default_factory=dict)  # worker id -> redis URL
+    pool: tuple[int, int] | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def databases(self) -> list[str]:
+        return [self.serial, *self.workers.values()]
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["version"] = STATE_VERSION
+        return json.dumps(data, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str, source: Path) -> RunState:
+        try:
+            data = json.loads(text)
+        except ValueError:
+            raise StateError(
+                f"state file {source} is corrupt (not JSON)",
+                hint=f"delete {source} and run 'testdb prune' to reclaim leftovers",
+            ) from None
+        if not isinstance(data, dict):
+            raise StateError(f"state file {source} is corrupt", hint=f"delete {source}")
+        version = data.pop("version", None)
+        if version != STATE_VERSION:
+            raise StateError(
+                f"state file {source} was written by another testdb version ({version})",
+                hint=f"delete {source} and run 'testdb prune' with this version",
+            )
+        try:
+            data["server"] = ServerInfo.from_dict(data["server"])
+            if data.get("pool") is not None:
+                data["pool"] = tuple(data["pool"])
+            return cls(**data)
+        except (KeyError, TypeError):
+            raise StateError(
+                f"state file {source} is corrupt (missing fields)",
+                hint=f"delete {source} and run 'testdb prune'",
+            ) from None
+
+
+def state_path(state_dir: str | Path) -> Path:
+    return Path(state_dir) / STATE_FILE
+
+
+def save_state(state: RunState, state_dir: str | Path) -> Path:
+    """Write atomically with mode 0600 (the file is created that way, never widened)."""
+    path = state_path(state_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(state.to_json())
+    os.replace(tmp, path)
+    return path
+
+
+def load_state(state_dir: str | Path) -> RunState | None:
+    """The recorded run, or None if nothing is up."""
+    path = state_path(state_dir)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StateError(f"cannot read state file {path}: {exc}", hint=f"delete {path}") from None
+    return RunState.from_json(text, path)
+
+
+def remove_state(state_dir: str | Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        state_path(state_dir).unlink()
+
+
+def require_state(state_dir: str | Path) -> RunState:
+    state = load_state(state_dir)
+    if state is None:
+        raise StateError("nothing is up in this directory", hint="run 'testdb up' first")
+    return state
+
+
+def describe_age(created: float) -> str:
+    seconds = int(time.time() - created)
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
+
+
+def as_dict(state: RunState) -> dict[str, Any]:
+    return asdict(state)
