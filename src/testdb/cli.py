@@ -23,7 +23,12 @@ from testdb import lifecycle
 from testdb.config import SERVER_KINDS, Settings, load_settings
 from testdb.envvars import OUTPUT_FORMATS, format_environment, mask_url
 from testdb.errors import ConfigError, TestdbError
+from testdb.prune import prune as prune_databases
+from testdb.prune import prune_clusters
 from testdb.runner import check_command, numprocesses_from, resolve_workers, run_child
+from testdb.servers import find_server
+from testdb.servers.base import ServerInfo
+from testdb.servers.url import acquire as _acquire_url
 from testdb.signals import interrupts_raise, shielded
 from testdb.state import RunState, describe_age, load_state, remove_state, require_state, save_state
 
@@ -71,6 +76,10 @@ def _settings(**options: Any) -> Settings:
     if options.pop("keep_server", False):
         options["embedded"] = {"keep": True}
     return load_settings(Path.cwd(), options)
+
+
+def url_server(url: str) -> ServerInfo:
+    return _acquire_url(url, "--url")
 
 
 def _check_format(fmt: str) -> None:
@@ -275,6 +284,82 @@ def status() -> None:
         markup=False,
     )
     Console(highlight=False).print(table)
+
+
+@app.command()
+def clean(
+    worker: Annotated[
+        str | None, typer.Option("--worker", help="Only this worker's database (gw3, master).")
+    ] = None,
+    database: Annotated[str | None, typer.Option("--database", help="Only this database.")] = None,
+    url: UrlOpt = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Also empty a database testdb did not create.")
+    ] = False,
+) -> None:
+    """Delete every row, in foreign-key-safe order, in the run's databases (or one of them)."""
+    settings = _settings(url=url)
+    if url is not None:
+        info = url_server(url)
+        databases = [database or info.default_database]
+    else:
+        state = require_state(settings.state_dir)
+        save_state(lifecycle.renew_lease(state, settings.ttl), settings.state_dir)
+        info = state.server
+        databases = _pick_databases(state, worker, database)
+    reports = lifecycle.clean_databases(info, databases, settings, force=force)
+    table = Table(title="testdb clean", title_justify="left", show_edge=False)
+    for column in ("database", "tables emptied", "rows", "ms"):
+        table.add_column(column, justify="left" if column == "database" else "right")
+    for name, report in zip(databases, reports, strict=True):
+        table.add_row(name, str(len(report.emptied)), str(report.rows), f"{report.seconds * 1000:.1f}")
+    err.print(table)
+
+
+def _pick_databases(state: RunState, worker: str | None, database: str | None) -> list[str]:
+    if worker is not None:
+        if worker == "master":
+            return [state.serial]
+        if worker not in state.workers:
+            raise ConfigError(
+                f"no worker {worker!r} in this run", hint="workers: " + ", ".join(["master", *state.workers])
+            )
+        return [state.workers[worker]]
+    if database is not None:
+        return [database]
+    return state.databases
+
+
+@app.command()
+def prune(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be dropped.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Drop even databases that still have connections.")
+    ] = False,
+    templates: Annotated[
+        bool, typer.Option("--templates", help="Also drop cached schema templates.")
+    ] = False,
+    prefix: Prefix = None,
+    server: Server = None,
+    url: UrlOpt = None,
+) -> None:
+    """Drop what dead runs left behind: databases, and embedded clusters whose owner died."""
+    settings = _settings(server=server, url=url)
+    state = load_state(settings.state_dir)
+    clusters = prune_clusters(dry_run=dry_run)
+    verb = "would drop" if dry_run else "dropped"
+    for path in clusters:
+        _say(f"testdb: {verb} embedded cluster {path}")
+    info = state.server if state is not None and url is None and server is None else find_server(settings)
+    if info is None:
+        _say("testdb: no server to prune")
+        return
+    report = prune_databases(info, prefix=prefix, dry_run=dry_run, force=force, templates=templates)
+    for name in report.dropped:
+        sys.stdout.write(f"{name}\n")
+    for row in report.busy:
+        _say(f"testdb: skipped {row.name}: {row.connections} open connection(s) (use --force)")
+    _say(f"testdb: {verb} {len(report.dropped)} databases of dead runs on {info.kind} server")
 
 
 def main() -> None:

@@ -13,13 +13,14 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 
 from testdb.config import Settings
 from testdb.envvars import Target, replacement_environment, run_environment, target_environment
-from testdb.errors import ServerError, TestdbError
-from testdb.naming import SERIAL_WORKER, database_names, new_run_id, validate_prefix, worker_ids
+from testdb.errors import OwnershipError, ServerError, TestdbError
+from testdb.naming import SERIAL_WORKER, database_names, is_protected, new_run_id, validate_prefix, worker_ids
 from testdb.provision import (
     Marker,
     RunLock,
@@ -33,10 +34,13 @@ from testdb.provision import (
 )
 from testdb.redisdb import redis_urls
 from testdb.servers import acquire_server, embedded, release_server
-from testdb.servers.base import ServerInfo, admin_connection, connection_error
+from testdb.servers.base import ServerInfo, admin_connection, connection_error, describe
 from testdb.signals import shielded
 from testdb.state import RunState
 from testdb.template import ensure_template
+
+if TYPE_CHECKING:
+    from testdb.clean import CleanReport
 
 
 @dataclass
@@ -262,3 +266,29 @@ def database_status(state: RunState) -> list[tuple[str, str, bool, int]]:
         (name, role, name in rows, rows[name].connections if name in rows else 0)
         for name, role in roles.items()
     ]
+
+
+def check_cleanable(info: ServerInfo, database: str, *, force: bool) -> None:
+    """Refuse protected databases always, and databases testdb did not create unless ``force``."""
+    if is_protected(database, info.default_database):
+        raise OwnershipError(f"refusing to empty protected database {database!r}")
+    with admin_connection(info) as conn:
+        rows = {row.name: row for row in list_databases(conn)}
+    if database not in rows:
+        raise ServerError(f"database {database!r} does not exist on {describe(info.admin_url)}")
+    if rows[database].marker is None and not force:
+        raise OwnershipError(
+            f"database {database!r} was not created by testdb; refusing to empty it",
+            hint="pass --force if you really want every row in it deleted",
+        )
+
+
+def clean_databases(
+    info: ServerInfo, databases: list[str], settings: Settings, *, force: bool
+) -> list[CleanReport]:
+    """Empty each database in FK-safe order (one round trip each); returns what was emptied."""
+    from testdb.clean import clean_database
+
+    for database in databases:
+        check_cleanable(info, database, force=force)
+    return [clean_database(info.database_url(database), settings.clean) for database in databases]

@@ -13,7 +13,7 @@ from testdb.errors import ConfigError
 from testdb.servers import embedded, local, url
 from testdb.servers.base import ServerInfo
 
-__all__ = ["ServerInfo", "acquire_server", "release_server"]
+__all__ = ["ServerInfo", "acquire_server", "find_server", "release_server"]
 
 
 def _docker_module() -> ModuleType:
@@ -50,6 +50,19 @@ def acquire_server(settings: Settings, run_id: str, notices: list[str]) -> Serve
     info = embedded.acquire(settings.embedded, run_id, notices)
     info.reason = "no local server or Docker engine: " + info.reason
     return info
+
+
+def find_server(settings: Settings) -> ServerInfo | None:
+    """An already-running server to inspect (prune): a given URL, else a local server.
+
+    Never starts one: there is nothing to reclaim on a server that was not running.
+    """
+    given = url.given_url(settings.url)
+    if given:
+        return url.acquire(*given)
+    if settings.server in ("auto", "local"):
+        return local.find()
+    return None
 
 
 def release_server(info: ServerInfo, *, force: bool = False) -> None:

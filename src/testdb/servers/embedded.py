@@ -43,6 +43,7 @@ from testdb.servers.base import ServerInfo
 KIND = "embedded"
 SUPERUSER = "postgres"
 CLUSTER_FILE = "cluster.json"
+SKELETON_FORMAT = "2"  # bump when initdb options change, so old skeletons are not reused
 SHM = Path("/dev/shm")  # noqa: S108 - RAM-backed on purpose; each cluster dir is private
 SHM_MIN_FREE = 512 * 1024 * 1024
 TEST_TUNING = {
@@ -76,7 +77,7 @@ class Binaries:
     def key(self) -> str:
         """Identifies the skeleton that this installation's initdb produces."""
         digest = hashlib.sha256(str(self.bin_dir.resolve()).encode()).hexdigest()[:8]
-        return f"pg{self.version}-{digest}"
+        return f"pg{self.version}-{digest}-s{SKELETON_FORMAT}"
 
 
 def _wheel_bin_dir() -> Path | None:
