@@ -46,10 +46,9 @@ def median_of(runs: int, action: Callable[[], float]) -> float:
 def drop_prefixed(info: ServerInfo, prefix: str, templates: bool) -> None:
     with admin_connection(info) as conn:
         for row in list_databases(conn):
-            is_template = "_tpl_" in row.name
-            if row.name.startswith(prefix) and row.marker is not None and (templates or not is_template):
-                drop_database(conn, row.name)
-            elif row.name.startswith(prefix + "_seed"):
+            ours = row.name.startswith(prefix) and row.marker is not None
+            wanted = templates or "_tpl_" not in row.name
+            if (ours and wanted) or row.name.startswith(prefix + "_seed"):
                 drop_database(conn, row.name)
 
 

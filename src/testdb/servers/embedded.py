@@ -215,6 +215,8 @@ def _run_initdb(binaries: Binaries, data_dir: Path, user: pwd.struct_passwd | No
         "--locale=C",
         "--no-sync",
         "--no-instructions",
+        # 1 MB WAL segments instead of 16: the skeleton, copied for every cluster, shrinks by 15 MB.
+        "--wal-segsize=1",
     ]
     result = subprocess.run(
         cmd,
