@@ -32,6 +32,7 @@ from testdb.provision import (
     list_databases,
     set_marker,
 )
+from testdb.prune import prune as prune_dead
 from testdb.redisdb import redis_urls
 from testdb.servers import acquire_server, embedded, release_server
 from testdb.servers.base import ServerInfo, admin_connection, connection_error, describe
@@ -159,6 +160,11 @@ def bound_run(
         info = acquire_server(settings, run_id, progress.notices)
     try:
         with RunLock(info, run_id):
+            if settings.prune:
+                with progress.phase("prune"):
+                    reclaimed = prune_dead(info, prefix=settings.prefix).dropped
+                if reclaimed:
+                    progress.notices.append(f"reclaimed {len(reclaimed)} databases of dead runs")
             state = provision(
                 settings,
                 info,
