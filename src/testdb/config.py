@@ -78,6 +78,7 @@ class RedisSettings(_Section):
     """Per-worker Redis database numbers (see the README's mapping)."""
 
     url: str | None = None
+    first_db: int = Field(default=0, ge=0)
     serial_db: int | None = Field(default=None, ge=0)
 
 
@@ -204,6 +205,15 @@ def find_config_file(cwd: Path) -> Path | None:
     if pyproject.is_file() and "testdb" in _read_toml(pyproject).get("tool", {}):
         return pyproject
     return None
+
+
+def read_config_table(path: Path) -> dict[str, Any]:
+    """The testdb table of a config file: the whole of testdb.toml, [tool.testdb] of pyproject."""
+    data = _read_toml(path)
+    if path.name == PYPROJECT:
+        table = data.get("tool", {}).get("testdb", {})
+        return table if isinstance(table, dict) else {}
+    return data
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -87,7 +87,12 @@ def provision(
         for name in reclaim:  # left by dead runs: theirs to lose
             drop_database(conn, name)
     redis = (
-        redis_urls(settings.redis.url, worker_ids(workers), settings.redis.serial_db)
+        redis_urls(
+            settings.redis.url,
+            worker_ids(workers),
+            settings.redis.serial_db,
+            first_db=settings.redis.first_db,
+        )
         if settings.redis.url
         else {}
     )

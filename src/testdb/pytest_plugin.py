@@ -24,27 +24,21 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from testdb import lifecycle
-from testdb.config import Settings, load_settings
-from testdb.errors import TestdbError
-from testdb.naming import worker_index
-from testdb.worker import (
-    WorkerDatabase,
-    apply_environment,
-    current_worker_id,
-    resolve_worker,
-    restore_environment,
-    run_is_present,
-    worker_environment,
-)
-
+# Only light imports at module level: this plugin loads in every pytest run of an
+# environment where testdb is installed, most of which never use it.
 if TYPE_CHECKING:
     from redis import Redis
     from sqlalchemy import Engine
     from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
     from sqlalchemy.orm import Session
 
+    from testdb import lifecycle
     from testdb.clean import CleanReport
+    from testdb.config import Settings
+    from testdb.worker import WorkerDatabase
+
+RUN_ID_VAR = "TESTDB_RUN_ID"
+XDIST_WORKER_VAR = "PYTEST_XDIST_WORKER"
 
 try:  # async fixtures use pytest-asyncio when it is there, else plain (anyio) fixtures
     import pytest_asyncio
@@ -60,7 +54,6 @@ class _PluginState:
     def __init__(self) -> None:
         self.settings: Settings | None = None
         self.worker: WorkerDatabase | None = None
-        self.error: TestdbError | None = None
         self.saved_env: dict[str, str | None] = {}
         self.run: contextlib.ExitStack | None = None
         self.progress: lifecycle.Progress | None = None
@@ -86,26 +79,53 @@ def pytest_load_initial_conftests(
     early_config: pytest.Config, parser: pytest.Parser, args: list[str]
 ) -> None:
     """Before any conftest is imported: provision (controller) and point this process at its DB."""
+    in_run = RUN_ID_VAR in os.environ
+    is_worker = bool(os.environ.get(XDIST_WORKER_VAR))
+    if not in_run and (is_worker or not _provision_requested(early_config)):
+        return  # not a testdb run: stay out of the way (and import nothing heavy)
+    from testdb.config import load_settings
+    from testdb.errors import TestdbError
+    from testdb.worker import apply_environment, current_worker_id, resolve_worker, worker_environment
+
     early_config.stash[_STATE_KEY] = _STATE
     try:
         settings = _STATE.settings = load_settings(Path.cwd())
-        worker_id = current_worker_id()
-        wants_provision = early_config.known_args_namespace.testdb or settings.pytest.provision
-        if worker_id == "master" and wants_provision and not run_is_present(os.environ):
+        if not in_run:
             _self_provision(early_config, settings)
-        if run_is_present(os.environ):
-            _STATE.worker = resolve_worker(os.environ, worker_id)
-            _STATE.saved_env.update(
-                apply_environment(os.environ, worker_environment(_STATE.worker, settings))
-            )
+        _STATE.worker = resolve_worker(os.environ, current_worker_id())
+        values = worker_environment(_STATE.worker, settings)
+        _STATE.saved_env.update(apply_environment(os.environ, values))
     except TestdbError as exc:
-        _STATE.error = exc
         if _STATE.run is not None:
             _STATE.run.close()
+            _STATE.run = None
         raise pytest.UsageError(f"testdb: {exc.message} (hint: {exc.hint})") from None
 
 
+def _provision_requested(config: pytest.Config) -> bool:
+    """``--testdb``, or ``pytest.provision = true`` in testdb.toml / [tool.testdb] / env."""
+    flag = config.known_args_namespace.testdb
+    if flag is not None:
+        return bool(flag)
+    if os.environ.get("TESTDB_PYTEST__PROVISION", "").lower() in ("1", "true", "yes"):
+        return True
+    from testdb.config import find_config_file, read_config_table
+    from testdb.errors import TestdbError
+
+    try:
+        path = find_config_file(Path.cwd())
+        table = read_config_table(path) if path is not None else {}
+    except TestdbError as exc:
+        raise pytest.UsageError(f"testdb: {exc.message} (hint: {exc.hint})") from None
+    section = table.get("pytest", {})
+    return isinstance(section, dict) and bool(section.get("provision"))
+
+
 def _self_provision(config: pytest.Config, settings: Settings) -> None:
+    from testdb import lifecycle
+    from testdb.config import load_settings
+    from testdb.worker import apply_environment
+
     server = config.known_args_namespace.testdb_server
     if server:
         settings = load_settings(Path.cwd(), {"server": server})
@@ -133,6 +153,8 @@ def _requested_workers(config: pytest.Config) -> int:
 def pytest_unconfigure(config: pytest.Config) -> None:
     if config.stash.get(_STATE_KEY, None) is not _STATE:
         return
+    from testdb.worker import restore_environment
+
     restore_environment(os.environ, _STATE.saved_env)
     _STATE.saved_env = {}
     if _STATE.run is not None:
@@ -142,7 +164,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     progress = _STATE.progress
-    if progress is None or current_worker_id() != "master":
+    if progress is None or os.environ.get(XDIST_WORKER_VAR):
         return
     parts = [f"{name} {seconds:.2f}s" for name, seconds in progress.timings.items()]
     built = (
@@ -165,13 +187,15 @@ def _worker() -> WorkerDatabase:
 
 
 def _settings() -> Settings:
+    from testdb.config import load_settings
+
     return _STATE.settings or load_settings(Path.cwd())
 
 
 @pytest.fixture(scope="session")
 def testdb_worker_id() -> str:
     """'gw0', 'gw1', ... in an xdist worker, 'master' in a serial run."""
-    return current_worker_id()
+    return os.environ.get(XDIST_WORKER_VAR) or "master"
 
 
 @pytest.fixture(scope="session")
@@ -324,6 +348,8 @@ def testdb_env(testdb_database: WorkerDatabase) -> Iterator[str]:
 
     Yields the worker's plain ``postgresql://`` URL.
     """
+    from testdb.worker import apply_environment, restore_environment, worker_environment
+
     settings = _settings()
     values = worker_environment(testdb_database, settings)
     hooks = _cache_clear_hooks(settings)
@@ -374,6 +400,8 @@ def testdb_unique_id(testdb_worker_id: str) -> Callable[..., str]:
     Worker number and a per-process counter make ids unique within a run; a random part
     makes them unique across runs.
     """
+    from testdb.naming import worker_index
+
     index = worker_index(testdb_worker_id)
     tag = "m" if index is None else _base36(index)
 

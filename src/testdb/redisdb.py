@@ -1,8 +1,11 @@
 """Per-worker Redis database numbers.
 
-Mapping (the seed's, generalised): worker ``gwN`` gets database ``N``; the serial run gets
-the server's last database (``databases - 1``, 15 on a default server) unless
-``redis.serial_db`` says otherwise. Asking for more workers than the server has databases
+Mapping (the seed's, generalised): worker ``gwN`` gets database ``first_db + N``
+(``first_db`` defaults to 0, the seed's mapping); the serial run gets the server's last
+database (``databases - 1``, 15 on a default server) unless ``redis.serial_db`` says
+otherwise. Set ``redis.first_db`` to keep tests off databases your machine uses for
+something else: the fixtures FLUSHDB the worker's database.
+Asking for more workers than the server has databases
 (keeping one for the serial run) is an error before anything is created.
 """
 
@@ -32,35 +35,36 @@ def server_databases(url: str) -> int:
     return DEFAULT_DATABASES
 
 
-def redis_db_number(worker_id: str, databases: int, serial_db: int | None) -> int:
+def redis_db_number(worker_id: str, databases: int, serial_db: int | None, first_db: int = 0) -> int:
     index = worker_index(worker_id)
     if index is None:
         return databases - 1 if serial_db is None else serial_db
-    return index
+    return first_db + index
 
 
 def redis_urls(
-    url: str, worker_ids: list[str], serial_db: int | None, databases: int | None = None
+    url: str, worker_ids: list[str], serial_db: int | None, databases: int | None = None, first_db: int = 0
 ) -> dict[str, str]:
     """worker id (and 'master') -> Redis URL with that worker's database number."""
     count = databases or server_databases(url)
     serial = redis_db_number(SERIAL_WORKER, count, serial_db)
-    if len(worker_ids) > count - 1:
+    numbers = range(first_db, first_db + len(worker_ids))
+    if first_db + len(worker_ids) > count or (serial_db is None and first_db + len(worker_ids) > count - 1):
         raise ConfigError(
-            f"{len(worker_ids)} workers need {len(worker_ids) + 1} Redis databases, the server has {count}",
-            hint="use fewer workers, or raise 'databases' in redis.conf",
+            f"{len(worker_ids)} workers (from Redis database {first_db}) and the serial run need"
+            f" databases up to {first_db + len(worker_ids)}, the server has {count}",
+            hint="use fewer workers, lower redis.first_db, or raise 'databases' in redis.conf",
         )
-    if serial < len(worker_ids):
+    if serial in numbers:
         raise ConfigError(
-            f"redis.serial_db = {serial} is also worker gw{serial}'s database",
-            hint=f"set redis.serial_db to {len(worker_ids)} or more, or leave it unset",
+            f"redis.serial_db = {serial} is also worker gw{serial - first_db}'s database",
+            hint=f"set redis.serial_db outside {first_db}..{numbers[-1]}, or leave it unset",
         )
     base = make_url(url)
-    urls = {
-        w: base.set(database=str(redis_db_number(w, count, serial_db))).render_as_string(False)
+    return {
+        w: base.set(database=str(redis_db_number(w, count, serial_db, first_db))).render_as_string(False)
         for w in [SERIAL_WORKER, *worker_ids]
     }
-    return urls
 
 
 def database_number(url: str) -> int:

@@ -30,6 +30,21 @@ def _candidates() -> list[dict[str, Any]]:
     return found
 
 
+def _tcp_answers(port: int, user: str, password: str | None, dbname: str) -> bool:
+    try:
+        psycopg.connect(
+            host="127.0.0.1",
+            port=port,
+            user=user,
+            password=password or None,
+            dbname=dbname,
+            connect_timeout=2,
+        ).close()
+    except psycopg.OperationalError:
+        return False
+    return True
+
+
 def find() -> ServerInfo | None:
     """The first local server that accepts a connection, or None."""
     for params in _candidates():
@@ -41,26 +56,25 @@ def find() -> ServerInfo | None:
             info = conn.info
             host, port, user = info.host, info.port, info.user
             password, dbname = info.password or None, info.dbname
-        if host.startswith("/"):
-            url = URL.create(
-                "postgresql",
-                username=user,
-                password=password,
-                port=port,
-                database=dbname,
-                query={"host": host},
-            )
+        if host.startswith("/") and _tcp_answers(port, user, password, dbname):
+            # Same server over TCP: URLs built from parts ({host}:{port}) and every driver
+            # understand 127.0.0.1, while a socket directory as "host" breaks many of them.
+            where = f"127.0.0.1:{port} (found via socket {host})"
+            host = "127.0.0.1"
+        elif host.startswith("/"):
             where = f"socket {host}/.s.PGSQL.{port}"
         else:
-            url = URL.create(
-                "postgresql",
-                username=user,
-                password=password,
-                host=host,
-                port=port,
-                database=dbname,
-            )
             where = f"{host}:{port}"
+        query = {"host": host} if host.startswith("/") else {}
+        url = URL.create(
+            "postgresql",
+            username=user,
+            password=password,
+            host=None if query else host,
+            port=port,
+            database=dbname,
+            query=query,
+        )
         return ServerInfo(
             kind=KIND,
             url=url.render_as_string(hide_password=False),
