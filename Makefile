@@ -36,7 +36,7 @@ test-fast: install
 	$(BIN)/pytest -x -q tests/unit
 
 demo: install
-	cd examples/homesec && ../../$(BIN)/testdb run -n 4 -- ../../$(BIN)/pytest -n 4 -q -p no:cacheprovider
+	cd examples/homesec && ../../$(BIN)/testdb run --server embedded -n 4 -- ../../$(BIN)/pytest -n 4 -q -p no:cacheprovider
 
 bench: install
 	$(BIN)/python bench/provision.py

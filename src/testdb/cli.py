@@ -196,11 +196,30 @@ def run(
                 " ('testdb env' prints the environment, 'testdb down' removes them)"
             )
         else:
+            # A run killed with SIGKILL cannot tear down: its state file lets 'testdb status'
+            # show what it left and 'testdb down' remove it ('testdb prune' works without it).
+            record = load_state(settings.state_dir) is None
             with lifecycle.bound_run(
                 settings, count, unique=unique_names, root=Path.cwd(), progress=progress
             ) as state:
-                code = _run_command(command, state, settings, progress)
+                if record:
+                    save_state(state, settings.state_dir)
+                try:
+                    code = _run_command(command, state, settings, progress)
+                finally:
+                    if record:
+                        remove_state(settings.state_dir)
     _print_timings(progress)
+    if progress.server_lost is not None:
+        err.print(
+            f"testdb: error: the {state.server.kind} server stopped during the run"
+            f" ({progress.server_lost}); its files were removed",
+            markup=False,
+        )
+        err.print(
+            "hint: something killed it (out of memory? a cleanup script?); rerun the tests", markup=False
+        )
+        raise typer.Exit(code or ERROR_EXIT)
     raise typer.Exit(code)
 
 
@@ -245,6 +264,11 @@ def down(
     if state is None:
         _say("testdb: nothing is up here")
         return
+    if state.expires is None and lifecycle.run_alive(state):
+        raise TestdbError(
+            f"run {state.run_id} is still running (pid {state.owner_pid}); it tears down when it ends",
+            hint="stop that 'testdb run' (Ctrl-C) instead; 'testdb down' is for detached runs and dead ones",
+        )
     with shielded():
         dropped = lifecycle.down(state, stop_server=stop_server)
         remove_state(settings.state_dir)

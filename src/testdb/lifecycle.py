@@ -29,7 +29,9 @@ from testdb.provision import (
     connection_budget,
     drop_database,
     drop_owned,
+    is_alive,
     list_databases,
+    live_lock_keys,
     set_marker,
 )
 from testdb.prune import prune as prune_dead
@@ -51,6 +53,7 @@ class Progress:
     notices: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     template_built: bool | None = None
+    server_lost: str | None = None  # set when our own server died during the run
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -184,16 +187,17 @@ def bound_run(
                 yield state
             finally:
                 with shielded(), progress.phase("teardown"):
-                    drop_run_databases(state)
+                    drop_run_databases(state, progress)
     finally:
         with shielded(), progress.phase("teardown"):
             release_server(info)
 
 
-def drop_run_databases(state: RunState) -> list[str]:
+def drop_run_databases(state: RunState, progress: Progress | None = None) -> list[str]:
     """Drop this run's databases (only those still marked as its own).
 
-    A server that is gone (stopped, killed) has nothing left to drop: not an error.
+    A server of our own that is gone (stopped, killed) has nothing left to drop: not an
+    error here, but noted in ``progress.server_lost`` so the caller can say so.
     """
     try:
         with admin_connection(state.server) as conn:
@@ -207,8 +211,10 @@ def drop_run_databases(state: RunState) -> list[str]:
             ]
             names = list(dict.fromkeys([*state.databases, *extra]))
             return drop_owned(conn, names, state.run_id, state.server.default_database)
-    except ServerError:
+    except ServerError as exc:
         if state.server.owned:
+            if progress is not None:
+                progress.server_lost = exc.message
             return []
         raise
     except psycopg.OperationalError as exc:
@@ -303,3 +309,14 @@ def clean_databases(
     for database in databases:
         check_cleanable(info, database, force=force)
     return [clean_database(info.database_url(database), settings.clean) for database in databases]
+
+
+def run_alive(state: RunState) -> bool:
+    """True while a process-bound run still holds its liveness lock (or a lease is unexpired)."""
+    marker = Marker.for_run(state.run_id, "serial", state.prefix, None)
+    marker.expires = state.expires
+    try:
+        with admin_connection(state.server) as conn:
+            return is_alive(marker, live_lock_keys(conn))
+    except ServerError:
+        return False

@@ -32,6 +32,7 @@ class RunState:
     redis: dict[str, str] = field(default_factory=dict)  # worker id -> redis URL
     pool: tuple[int, int] | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    owner_pid: int = field(default_factory=os.getpid)
 
     @property
     def databases(self) -> list[str]:
