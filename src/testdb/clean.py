@@ -152,58 +152,62 @@ def order_steps(nodes: Sequence[N], edges: Iterable[tuple[N, N]]) -> tuple[tuple
     iterative so deep chains cannot hit the recursion limit) and graphlib sorts the
     resulting acyclic graph of components.
     """
-    position = {node: i for i, node in enumerate(nodes)}
-    successors: dict[N, list[N]] = {node: [] for node in nodes}
-    pairs: list[tuple[N, N]] = []
+    position = {node: i for i, node in enumerate(nodes)}  # the work is done on positions
+    successors: list[list[int]] = [[] for _ in nodes]
+    pairs: list[tuple[int, int]] = []
     for child, parent in edges:
         if child not in position or parent not in position:
             raise ValueError(f"edge {child!r} -> {parent!r} names a node that is not listed")
-        successors[child].append(parent)
-        pairs.append((child, parent))
+        pairs.append((position[child], position[parent]))
+        successors[position[child]].append(position[parent])
 
-    components = _strongly_connected(nodes, successors)
-    component_of = {node: ci for ci, members in enumerate(components) for node in members}
+    components = [sorted(members) for members in _strongly_connected(len(nodes), successors)]
+    component_of = [0] * len(nodes)
+    for ci, members in enumerate(components):
+        for member in members:
+            component_of[member] = ci
     sorter: graphlib.TopologicalSorter[int] = graphlib.TopologicalSorter()
     for ci in range(len(components)):
         sorter.add(ci)
-    for child, parent in pairs:
-        if component_of[child] != component_of[parent]:
-            sorter.add(component_of[parent], component_of[child])  # parent after child
+    for c, p in pairs:
+        if component_of[c] != component_of[p]:
+            sorter.add(component_of[p], component_of[c])  # the referenced after the referencing
     sorter.prepare()
     steps: list[tuple[N, ...]] = []
-    first = [min(position[n] for n in members) for members in components]
     while sorter.is_active():
-        ready = sorted(sorter.get_ready(), key=first.__getitem__)
-        for ci in ready:
-            steps.append(tuple(sorted(components[ci], key=position.__getitem__)))
+        ready = sorted(sorter.get_ready(), key=lambda ci: components[ci][0])
+        steps.extend(tuple(nodes[i] for i in components[ci]) for ci in ready)
         sorter.done(*ready)
     return tuple(steps)
 
 
-def _strongly_connected(nodes: Sequence[N], successors: Mapping[N, list[N]]) -> list[list[N]]:
-    """Tarjan's strongly connected components, without recursion."""
-    index: dict[N, int] = {}
-    low: dict[N, int] = {}
-    stack: list[N] = []
-    on_stack: set[N] = set()
-    result: list[list[N]] = []
-    for root in nodes:
-        if root in index:
+def _strongly_connected(count: int, successors: Sequence[list[int]]) -> list[list[int]]:
+    """Tarjan's strongly connected components of nodes 0..count-1, without recursion."""
+    index = [-1] * count
+    low = [0] * count
+    on_stack = [False] * count
+    stack: list[int] = []
+    result: list[list[int]] = []
+    counter = 0
+    for root in range(count):
+        if index[root] >= 0:
             continue
-        index[root] = low[root] = len(index)
+        index[root] = low[root] = counter
+        counter += 1
         stack.append(root)
-        on_stack.add(root)
+        on_stack[root] = True
         work = [(root, iter(successors[root]))]
         while work:
             node, pending = work[-1]
             for nxt in pending:
-                if nxt not in index:
-                    index[nxt] = low[nxt] = len(index)
+                if index[nxt] < 0:
+                    index[nxt] = low[nxt] = counter
+                    counter += 1
                     stack.append(nxt)
-                    on_stack.add(nxt)
+                    on_stack[nxt] = True
                     work.append((nxt, iter(successors[nxt])))
                     break
-                if nxt in on_stack:
+                if on_stack[nxt]:
                     low[node] = min(low[node], index[nxt])
             else:
                 work.pop()
@@ -211,10 +215,10 @@ def _strongly_connected(nodes: Sequence[N], successors: Mapping[N, list[N]]) -> 
                     caller = work[-1][0]
                     low[caller] = min(low[caller], low[node])
                 if low[node] == index[node]:
-                    members: list[N] = []
+                    members: list[int] = []
                     while True:
                         member = stack.pop()
-                        on_stack.discard(member)
+                        on_stack[member] = False
                         members.append(member)
                         if member == node:
                             break
@@ -321,28 +325,30 @@ def make_plan(
     (kept, or not listed at all) to a cleaned table marks that table ``external``.
     ``edges`` may repeat a pair (one per constraint): each repeat counts as a reference.
     """
-    kept = tuple(t for t in tables if any(t.matches(entry) for entry in keep))
-    cleaned = [t for t in tables if t not in kept]
-    members = set(cleaned)
-    inner: list[tuple[Table, Table]] = []
-    references: dict[Table, int] = {}
-    external: set[Table] = set()
+    is_kept = [any(t.matches(entry) for entry in keep) for t in tables]
+    index = {t: i for i, t in enumerate(tables)}  # work on positions: Table hashes are slow
+    inner: dict[tuple[int, int], None] = {}
+    references = [0] * len(tables)
+    external: set[int] = set()
     for child, parent in edges:
-        if parent not in members:
+        p = index.get(parent)
+        if p is None or is_kept[p]:
             continue  # a cleaned child of a kept table: nothing to order
-        references[parent] = references.get(parent, 0) + 1
-        if child in members:
-            inner.append((child, parent))
+        references[p] += 1
+        c = index.get(child)
+        if c is None or is_kept[c]:
+            external.add(p)
         else:
-            external.add(parent)
-    unique_edges = tuple(dict.fromkeys(inner))
+            inner[(c, p)] = None
+    steps = order_steps([i for i in range(len(tables)) if not is_kept[i]], list(inner))
+    members = {t for t, k in zip(tables, is_kept, strict=True) if not k}
     return CleanPlan(
-        steps=order_steps(cleaned, unique_edges),
-        edges=unique_edges,
+        steps=tuple(tuple(tables[i] for i in step) for step in steps),
+        edges=tuple((tables[c], tables[p]) for c, p in inner),
         sequences={t: tuple(s) for t, s in (sequences or {}).items() if t in members and s},
-        references=references,
-        external=frozenset(external),
-        kept=kept,
+        references={tables[i]: n for i, n in enumerate(references) if n},
+        external=frozenset(tables[i] for i in external),
+        kept=tuple(t for t, k in zip(tables, is_kept, strict=True) if k),
         keep=tuple(keep),
         oids=dict(oids or {}),
         truncate_us=truncate_us,
@@ -350,44 +356,55 @@ def make_plan(
     )
 
 
-# One query: every user table, every foreign key, every owned sequence, the catalog mark.
+# One query, plain rows (building JSON server-side cost more than the rows' transfer):
+#   kind 'r' / 'p'  a table / a partitioned table: oid, schema, name
+#   kind 'x'        a table that belongs to an extension: never cleaned, its keys count
+#   kind 'f'        a foreign key: referencing oid, referenced oid
+#   kind 'S'        an owned sequence (serial or identity): owning table oid, sequence oid
+#   kind 'm'        the catalog mark (highest OIDs of pg_class and pg_constraint), fsync
 # Partitions are left out (their partitioned root stands for them) and foreign keys are
 # taken at the root (conparentid = 0: the copies PostgreSQL makes on each partition are
 # skipped) and mapped to partition roots, so a key declared on or pointing at a single
-# partition still orders its root. Inheritance children are tables of their own. Tables
-# that belong to an extension (pg_depend 'e') are never cleaned, but keys from them count.
-_CATALOG_QUERY = sql.SQL("""
+# partition still orders its root. Inheritance children are tables of their own. Views,
+# materialized views, foreign tables and other sessions' temporary tables never appear.
+_CATALOG_QUERY = sql.SQL(r"""
 WITH rels AS (
-    SELECT c.oid::bigint AS oid, n.nspname AS schema_name, c.relname, c.relkind = 'p' AS partitioned,
-           EXISTS (SELECT FROM pg_catalog.pg_depend AS d
-                   WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
-                     AND d.objid = c.oid AND d.deptype = 'e') AS extension
+    SELECT c.oid, n.nspname, c.relname, c.relkind
     FROM pg_catalog.pg_class AS c
     JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
-    WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+    WHERE c.relkind IN ('r', 'p', 'S') AND NOT c.relispartition
       AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-      AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'
-), fks AS (
-    SELECT coalesce(pg_catalog.pg_partition_root(k.conrelid), k.conrelid)::oid::bigint AS child,
-           coalesce(pg_catalog.pg_partition_root(k.confrelid), k.confrelid)::oid::bigint AS parent
-    FROM pg_catalog.pg_constraint AS k
-    WHERE k.contype = 'f' AND k.conparentid = 0
-), seqs AS (
-    SELECT d.refobjid::bigint AS owner, d.objid::bigint AS seq
-    FROM pg_catalog.pg_depend AS d
-    JOIN pg_catalog.pg_class AS s ON s.oid = d.objid AND s.relkind = 'S'
-    WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
-      AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
-      AND d.deptype IN ('a', 'i')
+      AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp\_%'
 )
-SELECT
-    (SELECT coalesce(json_agg(json_build_array(oid, schema_name, relname, partitioned, extension)
-                              ORDER BY schema_name, relname), '[]') FROM rels),
-    (SELECT coalesce(json_agg(json_build_array(child, parent)), '[]') FROM fks),
-    (SELECT coalesce(json_agg(json_build_array(owner, seq)), '[]') FROM seqs),
-    (SELECT coalesce(max(oid), 0) FROM pg_catalog.pg_class)::text || ':'
-        || (SELECT coalesce(max(oid), 0) FROM pg_catalog.pg_constraint)::text,
-    pg_catalog.current_setting('fsync')
+SELECT CASE WHEN r.oid IN (SELECT d.objid FROM pg_catalog.pg_depend AS d
+                           WHERE d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass
+                             AND d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+                             AND d.deptype = 'e')
+            THEN 'x' ELSE r.relkind::text END,
+       r.oid::bigint, 0::bigint, r.nspname::text, r.relname::text
+FROM rels AS r WHERE r.relkind <> 'S'
+UNION ALL
+SELECT 'f',
+       CASE WHEN ch.relispartition THEN pg_catalog.pg_partition_root(k.conrelid)::oid
+            ELSE k.conrelid END::bigint,
+       CASE WHEN pa.relispartition THEN pg_catalog.pg_partition_root(k.confrelid)::oid
+            ELSE k.confrelid END::bigint,
+       NULL, NULL
+FROM pg_catalog.pg_constraint AS k
+JOIN pg_catalog.pg_class AS ch ON ch.oid = k.conrelid
+JOIN pg_catalog.pg_class AS pa ON pa.oid = k.confrelid
+WHERE k.contype = 'f' AND k.conparentid = 0
+UNION ALL
+SELECT 'S', d.refobjid::bigint, d.objid::bigint, NULL, NULL
+FROM rels AS s
+JOIN pg_catalog.pg_depend AS d
+  ON d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = s.oid
+WHERE s.relkind = 'S' AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+  AND d.deptype IN ('a', 'i')
+UNION ALL
+SELECT 'm', (SELECT coalesce(max(oid), 0) FROM pg_catalog.pg_class)::bigint,
+       (SELECT coalesce(max(oid), 0) FROM pg_catalog.pg_constraint)::bigint,
+       pg_catalog.current_setting('fsync'), NULL
 """)
 
 
@@ -395,36 +412,36 @@ def load_plan(conn: psycopg.Connection[Any], keep: Sequence[str] = ("alembic_ver
     """Read the catalog of ``conn``'s database (one query) and order its tables."""
     _check_idle(conn)
     try:
-        row = conn.execute(_CATALOG_QUERY).fetchone()
+        rows = conn.execute(_CATALOG_QUERY).fetchall()
     except psycopg.Error as exc:
         raise CleanError(f"cannot read the tables of {conn.info.dbname}: {_one_line(exc)}") from None
     finally:
         _end_transaction(conn)
-    assert row is not None
-    rels, fks, seqs, mark, fsync = row
     by_oid: dict[int, Table] = {}
     tables: list[Table] = []
-    outside: set[Table] = set()
-    for oid, schema, name, partitioned, extension in rels:
-        table = Table(schema, name, partitioned)
-        by_oid[oid] = table
-        if extension:
-            outside.add(table)  # never cleaned, but its foreign keys count
+    edges: list[tuple[int, int]] = []
+    owned: dict[int, list[int]] = {}
+    mark, fsync = "", "on"
+    for kind, a, b, schema, name in rows:
+        if kind in ("r", "p", "x"):
+            by_oid[a] = Table(schema, name, kind == "p")
+            if kind != "x":
+                tables.append(by_oid[a])
+        elif kind == "f":
+            edges.append((a, b))
+        elif kind == "S":
+            owned.setdefault(a, []).append(b)
         else:
-            tables.append(table)
-    edges = [(by_oid[c], by_oid[p]) for c, p in fks if c in by_oid and p in by_oid]
-    owned: dict[Table, list[int]] = {}
-    for owner, seq in seqs:
-        if owner in by_oid:
-            owned.setdefault(by_oid[owner], []).append(seq)
+            mark, fsync = f"{a}:{b}", schema
+    tables.sort()
     return make_plan(
         tables,
-        edges,
+        [(by_oid[c], by_oid[p]) for c, p in edges if c in by_oid and p in by_oid],
         keep=keep,
-        sequences={t: sorted(s) for t, s in owned.items()},
+        sequences={by_oid[t]: sorted(s) for t, s in owned.items() if t in by_oid},
         oids={t: o for o, t in by_oid.items()},
-        truncate_us=TRUNCATE_US.get(str(fsync), TRUNCATE_US["on"]),
-        mark=str(mark),
+        truncate_us=TRUNCATE_US.get(fsync, TRUNCATE_US["on"]),
+        mark=mark,
     )
 
 
@@ -512,6 +529,9 @@ class CleanReport:
 @dataclass(frozen=True)
 class _Stale:
     reason: str
+
+
+_Piece = tuple[sql.Composable, tuple["Table", ...]]  # code, and the tables it touches
 
 
 @dataclass
@@ -740,10 +760,11 @@ def _lock_holders(conn: psycopg.Connection[Any], plan: CleanPlan) -> list[_Holde
 # --- generating the PL/pgSQL ----------------------------------------------------------------
 
 _HEAD = """DECLARE
-  {params}v_n bigint;
+  {params}v_f boolean[];
+  v_steps integer[];
+  v_i integer;
+  v_n bigint;
   v_s bigint[];
-  v_any boolean;
-  v_big boolean;
   v_done integer[] := '{{}}';
   v_rows bigint[] := '{{}}';
   v_trunc integer[] := '{{}}';
@@ -754,7 +775,11 @@ BEGIN
      || (SELECT coalesce(max(oid), 0) FROM pg_catalog.pg_constraint)::text IS DISTINCT FROM p_mark THEN
     {stale}
   END IF;
-  PERFORM pg_catalog.set_config('lock_timeout', p_lock_timeout_ms::text || 'ms', true);"""
+  -- No lock is waited for longer than this. The commit does not wait for its WAL to reach
+  -- the disk: in a server crash the emptying could be lost, never consistency (and on a
+  -- disk with a slow fsync that wait is most of a small reset).
+  PERFORM pg_catalog.set_config('lock_timeout', p_lock_timeout_ms::text || 'ms', true),
+          pg_catalog.set_config('synchronous_commit', 'off', true);"""
 
 
 def _render(
@@ -763,11 +788,11 @@ def _render(
     strategy: Strategy,
     do_args: tuple[bool, int, str] | None = None,
 ) -> _Rendered:
-    """The PL/pgSQL body of the reset function (or of a DO block, given ``do_args``)."""
-    chunks: list[tuple[sql.Composable, tuple[Table, ...]]] = []
+    """The PL/pgSQL body of the reset function (or of a DO block, given ``do_args``).
 
-    def add(code: sql.Composable, tables: tuple[Table, ...] = ()) -> None:
-        chunks.append((code, tables))
+    Also returns the first line of each piece of code with the tables it touches, so that
+    the line number in an error's context tells which table a lock was waited for.
+    """
 
     def give(value: sql.Composable) -> sql.Composable:
         if do_args is None:
@@ -781,28 +806,34 @@ def _render(
         params = sql.SQL(
             "p_reset boolean := {}; p_lock_timeout_ms integer := {}; p_mark text := {};\n  "
         ).format(*(sql.Literal(a) for a in do_args))
-    add(sql.SQL(_HEAD).format(params=params, stale=give(sql.Literal('{"stale": true}'))))
-
-    for code, tables in _Gen(conn, plan).steps(strategy):
-        add(code, tables)
-
+    chunks: list[_Piece] = [
+        (sql.SQL(_HEAD).format(params=params, stale=give(sql.Literal('{"stale": true}'))), ()),
+        *_Gen(conn, plan).steps(strategy),
+    ]
     if plan.sequences:
+        # setval, not ALTER SEQUENCE … RESTART: it needs only UPDATE on the sequence and
+        # takes no lock that a session's open nextval() holds (ALTER SEQUENCE would wait for
+        # every transaction that inserted a row). setval is not transactional, so it runs
+        # last, once every table is empty.
         seqs = sorted({s for t in plan.tables for s in plan.sequences.get(t, ())})
-        add(
-            sql.SQL(
-                "  IF p_reset THEN\n"
-                "    PERFORM pg_catalog.setval(s.seqrelid, s.seqstart, false)\n"
-                "    FROM pg_catalog.pg_sequence AS s\n"
-                "    WHERE s.seqrelid = ANY ({}::pg_catalog.oid[])\n"
-                "      AND pg_catalog.pg_sequence_last_value(s.seqrelid) IS NOT NULL;\n"
-                "  END IF;"
-            ).format(sql.Literal("{" + ",".join(map(str, seqs)) + "}"))
+        chunks.append(
+            (
+                sql.SQL(
+                    "  IF p_reset THEN\n"
+                    "    PERFORM pg_catalog.setval(s.seqrelid, s.seqstart, false)\n"
+                    "    FROM pg_catalog.pg_sequence AS s\n"
+                    "    WHERE s.seqrelid = ANY ({}::pg_catalog.oid[])\n"
+                    "      AND pg_catalog.pg_sequence_last_value(s.seqrelid) IS NOT NULL;\n"
+                    "  END IF;"
+                ).format(sql.Literal("{" + ",".join(map(str, seqs)) + "}")),
+                (),
+            )
         )
     report = sql.SQL(
         "pg_catalog.json_build_object('emptied', v_done, 'rows', v_rows,"
         " 'truncated', v_trunc, 'exact', v_exact)::text"
     )
-    add(sql.SQL("  {}\nEND").format(give(report)))
+    chunks.append((sql.SQL("  {}\nEND").format(give(report)), ()))
 
     texts: list[str] = []
     lines: list[tuple[int, tuple[Table, ...]]] = []
@@ -817,7 +848,15 @@ def _render(
 
 
 class _Gen:
-    """PL/pgSQL snippets for one plan.
+    """PL/pgSQL for one plan.
+
+    The reset first probes every table in ONE statement,
+    ``SELECT ARRAY[EXISTS (SELECT FROM ONLY t1), …] INTO v_f`` (one executor run, planned
+    once per session: measured ~1.5-2 ms for 300 tables, against ~2-3 ms for one probe
+    statement per table), turns the flags into the sorted list of steps holding rows, and
+    loops over that list. Each iteration finds its step's code through a binary tree of
+    ``IF v_i <= pivot`` (about log2(steps) tests), so a reset of 300 tables of which 5 hold
+    rows runs ~50 PL/pgSQL statements besides the probe, not 300 ``IF``s (~0.5 ms).
 
     Why a cycle needs no special care: PostgreSQL checks NO ACTION and RESTRICT foreign
     keys (and runs CASCADE / SET NULL actions) in AFTER triggers queued until the end of
@@ -828,50 +867,88 @@ class _Gen:
     needs to be deferrable. A plain DELETE does the same for a self-reference.
     tests/integration/test_clean.py verifies it on PostgreSQL 15 and 18 for a
     self-reference (RESTRICT), a two-table cycle of NOT NULL, non-deferrable RESTRICT keys
-    and a three-table cycle mixing RESTRICT, CASCADE and SET NULL, where DELETEs in any
-    order as separate statements fail.
+    (where a DELETE of either table alone fails) and a three-table cycle mixing CASCADE,
+    SET NULL and a deferrable key; tests/unit/test_clean_plan.py on random graphs.
     """
 
     def __init__(self, conn: psycopg.Connection[Any], plan: CleanPlan) -> None:
         self.conn = conn
         self.plan = plan
+        self.step_index = {step: i for i, step in enumerate(plan.steps, start=1)}
 
-    def steps(self, strategy: Strategy) -> list[tuple[sql.Composable, tuple[Table, ...]]]:
-        """The code of every step for ``strategy``, with the tables each piece touches."""
+    def steps(self, strategy: Strategy) -> list[_Piece]:
+        """The code after the head, with the tables each piece touches."""
         plan = self.plan
+        if not plan.tables:
+            return []
+        step_of = {t: self.step_index[step] for step in plan.steps for t in step}
+        pieces: list[_Piece] = [
+            (
+                sql.SQL("  SELECT ARRAY[{}] INTO v_f;").format(
+                    sql.SQL(", ").join(
+                        sql.SQL("EXISTS (SELECT FROM {})").format(t.relation) for t in plan.tables
+                    )
+                ),
+                plan.tables,
+            ),
+            (
+                sql.SQL(
+                    "  SELECT array_agg(DISTINCT u.s ORDER BY u.s) INTO v_steps\n"
+                    "  FROM ROWS FROM (pg_catalog.unnest(v_f), pg_catalog.unnest({}::integer[])) AS u(f, s)\n"
+                    "  WHERE u.f;"
+                ).format(sql.Literal("{" + ",".join(str(step_of[t]) for t in plan.tables) + "}")),
+                (),
+            ),
+        ]
         if strategy == "delete":
-            return [(self.check_and_delete(step), step) for step in plan.steps]
+            return pieces + self.loop([(step, self.delete(step)) for step in plan.steps])
         if strategy == "auto":
-            return [
-                (self.auto(step) if step[0] in plan.truncatable else self.check_and_delete(step), step)
-                for step in plan.steps
-            ]
+            return pieces + self.loop(
+                [
+                    (step, self.auto(step) if step[0] in plan.truncatable else self.delete(step))
+                    for step in plan.steps
+                ]
+            )
         first = [step for step in plan.steps if step[0] in plan.truncatable]
         later = [step for step in plan.steps if step[0] not in plan.truncatable]
+        pieces += self.loop([(step, self.mark_for_truncate(step)) for step in first])
+        pieces.append((self.truncate_marked(), tuple(t for step in first for t in step)))
+        # Tables a TRUNCATE may not name are DELETEd once the others are empty.
+        return pieces + self.loop([(step, self.delete(step)) for step in later])
+
+    def loop(self, code: list[tuple[tuple[Table, ...], list[sql.Composable]]]) -> list[_Piece]:
+        """Run each step's code for the steps in v_steps, in plan order."""
+        if not code:
+            return []
+        numbered = [(self.step_index[step], step, lines) for step, lines in code]
         return [
-            *((self.mark_for_truncate(step), step) for step in first),
-            (self.truncate_marked(), plan.tables),
-            # Tables that cannot be truncated are DELETEd once the rest is empty.
-            *((self.check_and_delete(step), step) for step in later),
+            (sql.SQL("  IF v_steps IS NOT NULL THEN\n  FOREACH v_i IN ARRAY v_steps LOOP"), ()),
+            *self._tree(numbered),
+            (sql.SQL("  END LOOP;\n  END IF;"), ()),
+        ]
+
+    def _tree(self, numbered: list[tuple[int, tuple[Table, ...], list[sql.Composable]]]) -> list[_Piece]:
+        if len(numbered) <= 3:
+            pieces: list[_Piece] = []
+            for k, (index, step, lines) in enumerate(numbered):
+                keyword = sql.SQL("IF" if k == 0 else "ELSIF")
+                pieces.append((sql.SQL("  {} v_i = {} THEN").format(keyword, sql.Literal(index)), ()))
+                pieces.append((sql.SQL("\n").join(lines), step))
+            return [*pieces, (sql.SQL("  END IF;"), ())]
+        middle = len(numbered) // 2
+        return [
+            (sql.SQL("  IF v_i <= {} THEN").format(sql.Literal(numbered[middle - 1][0])), ()),
+            *self._tree(numbered[:middle]),
+            (sql.SQL("  ELSE"), ()),
+            *self._tree(numbered[middle:]),
+            (sql.SQL("  END IF;"), ()),
         ]
 
     def _pos(self, table: Table) -> sql.Literal:
         return sql.Literal(self.plan.position[table])
 
-    def _probe(self, step: tuple[Table, ...]) -> list[sql.Composable]:
-        """Set FOUND (one table) or v_any (a cycle) if the step holds any row."""
-        if len(step) == 1:
-            return [sql.SQL("  PERFORM FROM {} LIMIT 1;").format(step[0].relation)]
-        code: list[sql.Composable] = [sql.SQL("  v_any := false;")]
-        for table in step:
-            code.append(sql.SQL("  PERFORM FROM {} LIMIT 1; v_any := v_any OR FOUND;").format(table.relation))
-        return code
-
-    def _dirty(self, step: tuple[Table, ...]) -> sql.Composable:
-        return sql.SQL("FOUND" if len(step) == 1 else "v_any")
-
     def delete(self, step: tuple[Table, ...], indent: str = "    ") -> list[sql.Composable]:
-        """DELETE the step's tables (one statement) and record what held rows."""
+        """DELETE the step's tables (one statement) and record those that held rows."""
         ind = sql.SQL(indent)
         if len(step) == 1:
             return [
@@ -892,32 +969,19 @@ class _Gen:
         for k, table in enumerate(step, start=1):
             code.append(
                 sql.SQL(
-                    "{}IF v_s[{}] > 0 THEN v_done := v_done || {}; v_rows := v_rows || v_s[{}]; END IF;"
-                ).format(ind, sql.Literal(k), self._pos(table), sql.Literal(k))
+                    "{}IF v_s[{k}] > 0 THEN v_done := v_done || {i}; v_rows := v_rows || v_s[{k}]; END IF;"
+                ).format(ind, k=sql.Literal(k), i=self._pos(table))
             )
         return code
 
-    def check_and_delete(self, step: tuple[Table, ...]) -> sql.Composable:
-        return sql.SQL("\n").join(
-            [
-                *self._probe(step),
-                sql.SQL("  IF {} THEN").format(self._dirty(step)),
-                *self.delete(step),
-                sql.SQL("  END IF;"),
-            ]
-        )
+    def auto(self, step: tuple[Table, ...]) -> list[sql.Composable]:
+        """Count the step's rows up to the caps, then DELETE or TRUNCATE.
 
-    def _truncate_statement(self, tables: Sequence[Table]) -> sql.Composable:
-        return sql.SQL("TRUNCATE {};").format(sql.SQL(", ").join(t.relation for t in tables))
-
-    def auto(self, step: tuple[Table, ...]) -> sql.Composable:
-        """Probe; if the step holds rows, count them up to the caps and DELETE or TRUNCATE.
-
-        The TRUNCATE (of the step and everything referencing it, all of it earlier in the
-        plan and so already empty) waits at most AUTO_TRUNCATE_LOCK_MS for its ACCESS
-        EXCLUSIVE locks; if another session holds one, the step is DELETEd instead (the
-        EXCEPTION block's subtransaction, and the restored lock_timeout, cost nothing
-        unless a TRUNCATE is attempted).
+        The TRUNCATE names the step and everything that references it (all earlier in the
+        plan, so already empty) and waits at most AUTO_TRUNCATE_LOCK_MS for its ACCESS
+        EXCLUSIVE locks; if another session holds one, the step is DELETEd instead. (The
+        EXCEPTION block's subtransaction, which also restores lock_timeout, is only entered
+        when a TRUNCATE is tried.)
         """
         plan = self.plan
         closure = sorted({r for t in step for r in plan.referencers[t]}, key=plan.position.__getitem__)
@@ -931,52 +995,44 @@ class _Gen:
             sql.SQL("v_s[{}] >= {}").format(sql.Literal(k), sql.Literal(plan.caps[t]))
             for k, t in enumerate(step, start=1)
         )
-        record_truncated: list[sql.Composable] = []
-        for k, table in enumerate(step, start=1):
-            record_truncated.append(
-                sql.SQL(
-                    "      IF v_s[{k}] > 0 THEN v_done := v_done || {i}; v_rows := v_rows || v_s[{k}];"
-                    " v_trunc := v_trunc || {i}; END IF;"
-                ).format(k=sql.Literal(k), i=self._pos(table))
-            )
-        return sql.SQL("\n").join(
-            [
-                *self._probe(step),
-                sql.SQL("  IF {} THEN").format(self._dirty(step)),
-                sql.SQL("    SELECT ARRAY[{}] INTO v_s;").format(counts),
-                sql.SQL("    IF {} THEN").format(big),
-                sql.SQL("    BEGIN"),
-                sql.SQL(
-                    "      PERFORM pg_catalog.set_config('lock_timeout',"
-                    " least(p_lock_timeout_ms, {})::text || 'ms', true);"
-                ).format(sql.Literal(AUTO_TRUNCATE_LOCK_MS)),
-                sql.SQL("      {}").format(self._truncate_statement(closure)),
-                sql.SQL(
-                    "      PERFORM pg_catalog.set_config('lock_timeout',"
-                    " p_lock_timeout_ms::text || 'ms', true);"
-                ),
-                *record_truncated,
-                sql.SQL("      v_exact := false;"),
-                sql.SQL("    EXCEPTION WHEN lock_not_available THEN"),
-                *self.delete(step, indent="      "),
-                sql.SQL("    END;"),
-                sql.SQL("    ELSE"),
-                *self.delete(step, indent="      "),
-                sql.SQL("    END IF;"),
-                sql.SQL("  END IF;"),
-            ]
-        )
+        record = [
+            sql.SQL(
+                "      IF v_s[{k}] > 0 THEN v_done := v_done || {i}; v_rows := v_rows || v_s[{k}];"
+                " v_trunc := v_trunc || {i}; END IF;"
+            ).format(k=sql.Literal(k), i=self._pos(table))
+            for k, table in enumerate(step, start=1)
+        ]
+        return [
+            sql.SQL("    SELECT ARRAY[{}] INTO v_s;").format(counts),
+            sql.SQL("    IF {} THEN").format(big),
+            sql.SQL("    BEGIN"),
+            sql.SQL(
+                "      PERFORM pg_catalog.set_config('lock_timeout',"
+                " least(p_lock_timeout_ms, {})::text || 'ms', true);"
+            ).format(sql.Literal(AUTO_TRUNCATE_LOCK_MS)),
+            sql.SQL("      TRUNCATE {};").format(sql.SQL(", ").join(t.relation for t in closure)),
+            sql.SQL(
+                "      PERFORM pg_catalog.set_config('lock_timeout', p_lock_timeout_ms::text || 'ms', true);"
+            ),
+            *record,
+            sql.SQL("      v_exact := false;"),
+            sql.SQL("    EXCEPTION WHEN lock_not_available THEN"),
+            *self.delete(step, indent="      "),
+            sql.SQL("    END;"),
+            sql.SQL("    ELSE"),
+            *self.delete(step, indent="      "),
+            sql.SQL("    END IF;"),
+        ]
 
-    def mark_for_truncate(self, step: tuple[Table, ...]) -> sql.Composable:
-        """Strategy truncate, pass 1: note each table holding rows (counted up to a cap)
-        and everything that references it."""
+    def mark_for_truncate(self, step: tuple[Table, ...]) -> list[sql.Composable]:
+        """Strategy truncate, first pass: note each table holding rows (counted up to a cap,
+        for the report) and everything that references it."""
         plan = self.plan
         code: list[sql.Composable] = []
         for table in step:
             closure = "{" + ",".join(str(plan.position[r]) for r in plan.referencers[table]) + "}"
             code += [
-                sql.SQL("  PERFORM FROM {} LIMIT 1;").format(table.relation),
-                sql.SQL("  IF FOUND THEN"),
+                sql.SQL("  IF v_f[{}] THEN").format(self._pos(table)),
                 sql.SQL("    SELECT count(*) INTO v_n FROM (SELECT FROM {} LIMIT {}) AS s;").format(
                     table.relation, sql.Literal(TRUNCATE_COUNT_CAP)
                 ),
@@ -988,10 +1044,10 @@ class _Gen:
                 ),
                 sql.SQL("  END IF;"),
             ]
-        return sql.SQL("\n").join(code)
+        return code
 
     def truncate_marked(self) -> sql.Composable:
-        """Strategy truncate, pass 2: one TRUNCATE of every marked table."""
+        """Strategy truncate, second pass: one TRUNCATE of every marked table."""
         # The relation names go in as one text[] literal whose elements were composed with
         # sql.Identifier; EXECUTE picks the marked ones by position.
         names = [t.relation.as_string(self.conn) for t in self.plan.tables]

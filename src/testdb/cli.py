@@ -24,7 +24,7 @@ from testdb.config import SERVER_KINDS, Settings, load_settings
 from testdb.envvars import OUTPUT_FORMATS, format_environment, mask_url
 from testdb.errors import ConfigError, TestdbError
 from testdb.prune import prune as prune_databases
-from testdb.prune import prune_clusters
+from testdb.prune import prune_clusters, prune_containers
 from testdb.runner import check_command, numprocesses_from, resolve_workers, run_child
 from testdb.servers import find_server
 from testdb.servers.base import ServerInfo
@@ -255,7 +255,8 @@ def _print_timings(progress: lifecycle.Progress) -> None:
 @app.command()
 def down(
     stop_server: Annotated[
-        bool, typer.Option("--stop-server", help="Also stop a kept embedded server.")
+        bool,
+        typer.Option("--stop-server", help="Also stop a kept embedded server or reused Docker container."),
     ] = False,
 ) -> None:
     """Drop what 'up' created and stop what it started. Nothing up is not an error."""
@@ -303,10 +304,13 @@ def status() -> None:
         f"server: {state.server.kind} {mask_url(state.server.url)} ({state.server.reason})",
         markup=False,
     )
+    alive = "alive" if lifecycle.run_alive(state) else "dead (testdb down removes what it left)"
     err.print(
-        f"age: {describe_age(state.created)}   lease: {lease}   template: {state.template}",
+        f"age: {describe_age(state.created)}   lease: {lease}   run: {alive}   template: {state.template}",
         markup=False,
     )
+    if state.server.kind == "docker":
+        err.print(_container_line(state), markup=False)
     Console(highlight=False).print(table)
 
 
@@ -367,13 +371,15 @@ def prune(
     server: Server = None,
     url: UrlOpt = None,
 ) -> None:
-    """Drop what dead runs left behind: databases, and embedded clusters whose owner died."""
+    """Drop what dead runs left behind: databases, embedded clusters and Docker containers."""
     settings = _settings(server=server, url=url)
     state = load_state(settings.state_dir)
     clusters = prune_clusters(dry_run=dry_run)
     verb = "would drop" if dry_run else "dropped"
     for path in clusters:
         _say(f"testdb: {verb} embedded cluster {path}")
+    for container_id in prune_containers(dry_run=dry_run):
+        _say(f"testdb: {verb} docker container {container_id[:12]}")
     info = state.server if state is not None and url is None and server is None else find_server(settings)
     if info is None:
         _say("testdb: no server to prune")
@@ -384,6 +390,19 @@ def prune(
     for row in report.busy:
         _say(f"testdb: skipped {row.name}: {row.connections} open connection(s) (use --force)")
     _say(f"testdb: {verb} {len(report.dropped)} databases of dead runs on {info.kind} server")
+
+
+def _container_line(state: RunState) -> str:
+    from testdb.servers import docker
+
+    short = (state.server.container_id or "")[:12]
+    for container in docker.labelled_containers():
+        if container["id"].startswith(short):
+            return (
+                f"container: {container['name']} {container['status']} {container['ports']}"
+                f" reuse={container['reuse']}"
+            )
+    return f"container: {short} is gone"
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ A database is reclaimable when it carries testdb's marker, is not a template (te
 are a cache shared by runs; ``--templates`` includes them), is not protected, and its run
 is dead: no liveness lock held and no unexpired lease. A database that still has
 connections is skipped and reported unless ``force``. Embedded clusters whose owning
-process is gone are stopped and deleted too.
+process is gone are stopped and deleted too, and so are labelled Docker containers of dead runs.
 """
 
 from __future__ import annotations
@@ -74,4 +74,17 @@ def prune_clusters(dry_run: bool = False) -> list[str]:
     if not dry_run:
         for path in found:
             embedded.destroy(Path(path))
+    return found
+
+
+def prune_containers(dry_run: bool = False) -> list[str]:
+    """testdb's Docker containers that no live run uses (a SIGKILLed run, an expired lease)."""
+    from testdb.servers import docker  # lazy: the SDK is slow to import
+
+    if not docker.engine_answers():
+        return []
+    found = docker.orphaned_containers()
+    if not dry_run:
+        for container_id in found:
+            docker.remove_container(container_id)
     return found

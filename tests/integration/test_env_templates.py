@@ -19,9 +19,11 @@ import pytest
 from testdb.servers.base import ServerInfo
 
 pytest_plugins = ["pytester"]
+# These test the plugin, not the server: the embedded one is enough (and the fastest).
+pytestmark = pytest.mark.parametrize("pg_server", ["embedded"], indirect=True)
 TESTDB = Path(sys.executable).parent / "testdb"
 
-FASTAPI_SETTINGS = '''
+FASTAPI_SETTINGS = """
 from pydantic_settings import BaseSettings
 
 class Settings(BaseSettings):
@@ -33,13 +35,15 @@ class Settings(BaseSettings):
 
     @property
     def dsn(self) -> str:
-        return (f"host={self.POSTGRES_SERVER} port={self.POSTGRES_PORT} user={self.POSTGRES_USER}"
-                f" password={self.POSTGRES_PASSWORD} dbname={self.POSTGRES_DB}")
+        from sqlalchemy.engine import URL
+        return URL.create("postgresql", self.POSTGRES_USER, self.POSTGRES_PASSWORD or None,
+                          self.POSTGRES_SERVER, self.POSTGRES_PORT, self.POSTGRES_DB
+                          ).render_as_string(hide_password=False)
 
 settings = Settings()  # read at import time, like the FastAPI template
-'''
+"""
 
-FASTAPI_TEST = '''
+FASTAPI_TEST = """
 import psycopg
 import pytest
 from app_settings import settings
@@ -52,7 +56,7 @@ def test_settings_point_at_this_workers_database(n):
         name = conn.execute("SELECT current_database()").fetchone()[0]
     assert settings.POSTGRES_DB == name
     assert name.endswith("_" + worker)
-'''
+"""
 
 FASTAPI_ENV = """
 [env]
@@ -63,7 +67,7 @@ POSTGRES_PASSWORD = "{password}"
 POSTGRES_DB = "{database}"
 """
 
-TWO_DRIVER_TEST = '''
+TWO_DRIVER_TEST = """
 import asyncio, os
 import pytest
 from sqlalchemy import create_engine, text
@@ -97,7 +101,7 @@ def test_both_urls_reach_the_same_worker_database():
 
 def test_second_test_on_each_worker():
     assert os.environ["PYTEST_XDIST_WORKER"] in os.environ["TEST_DATABASE_URI_SYNC"]
-'''
+"""
 
 TWO_DRIVER_ENV = """
 [env]
@@ -105,7 +109,7 @@ TEST_DATABASE_URI_SYNC = "{url:psycopg}"
 TEST_DATABASE_URI_ASYNC = "{url:asyncpg}"
 """
 
-ALEMBIC_ENV_PY = '''
+ALEMBIC_ENV_PY = """
 import os
 from alembic import context
 from sqlalchemy import create_engine
@@ -120,9 +124,9 @@ with engine.connect() as connection:
     with context.begin_transaction():
         context.run_migrations()
 engine.dispose()
-'''
+"""
 
-ALEMBIC_REVISION = '''
+ALEMBIC_REVISION = """
 revision = "0001"
 down_revision = None
 from alembic import op
@@ -133,9 +137,9 @@ def upgrade():
 
 def downgrade():
     op.drop_table("cameras")
-'''
+"""
 
-ALEMBIC_TEST = '''
+ALEMBIC_TEST = """
 import os, psycopg
 
 def test_migrated_schema_is_in_this_workers_database():
@@ -148,7 +152,7 @@ def test_migrated_schema_is_in_this_workers_database():
 
 def test_another():
     assert os.environ["POSTGRES_DB"].endswith("_" + os.environ["PYTEST_XDIST_WORKER"])
-'''
+"""
 
 
 def _config(pg_server: ServerInfo, prefix: str, extra: str) -> str:
@@ -180,17 +184,37 @@ def alembic_project(pytester: pytest.Pytester, pg_server: ServerInfo, prefix: st
     (root / "alembic.ini").write_text("[alembic]\nscript_location = migrations\n")
     pytester.makepyfile(test_migrated=ALEMBIC_TEST)
     alembic = Path(sys.executable).parent / "alembic"
-    config = FASTAPI_ENV.replace("[env]", f'[schema]\ncommand = "{alembic} upgrade head"\n'
-                                 'inputs = ["migrations/**/*.py"]\n[env]')
+    config = FASTAPI_ENV.replace(
+        "[env]", f'[schema]\ncommand = "{alembic} upgrade head"\ninputs = ["migrations/**/*.py"]\n[env]'
+    )
     pytester.makefile(".toml", testdb=_config(pg_server, prefix, config))
     return pytester
 
 
 def _under_testdb_run(project: pytest.Pytester) -> str:
     result = subprocess.run(
-        [str(TESTDB), "run", "-n", "2", "--", sys.executable, "-m", "pytest", "-p", "xdist", "-n", "2",
-         "--dist=each", "-p", "no:cacheprovider"],
-        cwd=project.path, capture_output=True, text=True, timeout=300, check=False,
+        [
+            str(TESTDB),
+            "run",
+            "-n",
+            "2",
+            "--",
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "xdist",
+            "-n",
+            "2",
+            "--dist=each",
+            "-p",
+            "no:cacheprovider",
+        ],
+        cwd=project.path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout
@@ -201,8 +225,9 @@ def _self_provisioned(project: pytest.Pytester) -> pytest.RunResult:
 
 
 @pytest.fixture(autouse=True)
-def _no_outer_run(monkeypatch: pytest.MonkeyPatch, prefix: str,
-                  database_names: Callable[[], set[str]]) -> object:
+def _no_outer_run(
+    monkeypatch: pytest.MonkeyPatch, prefix: str, database_names: Callable[[], set[str]]
+) -> object:
     for name in list(os.environ):
         if name.startswith(("TESTDB_", "POSTGRES_")) or name in ("DATABASE_URL", "PYTEST_XDIST_WORKER"):
             monkeypatch.delenv(name)

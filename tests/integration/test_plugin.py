@@ -14,6 +14,8 @@ import pytest
 from testdb.servers.base import ServerInfo
 
 pytest_plugins = ["pytester"]
+# These test the plugin, not the server: the embedded one is enough (and the fastest).
+pytestmark = pytest.mark.parametrize("pg_server", ["embedded"], indirect=True)
 
 SCHEMA = """
 CREATE TABLE cameras (id text PRIMARY KEY, name text NOT NULL);
@@ -50,7 +52,11 @@ def _run_self_provisioned(project: pytest.Pytester, *args: str) -> pytest.RunRes
 def _run_under_cli(project: pytest.Pytester, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(TESTDB), "run", "--", sys.executable, "-m", "pytest", "-p", "xdist", "-n", "2", *args],
-        cwd=project.path, capture_output=True, text=True, timeout=300, check=False,
+        cwd=project.path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
 
 
@@ -86,17 +92,20 @@ def test_each_worker_gets_its_own_database_under_testdb_run(project: pytest.Pyte
 
 def test_database_url_is_set_before_conftest_is_imported(project: pytest.Pytester) -> None:
     project.makeconftest("import os\nIMPORT_TIME_URL = os.environ.get('DATABASE_URL')\n")
-    project.makepyfile(test_env="""
+    project.makepyfile(
+        test_env="""
         import os, conftest
         def test_seen_at_import(testdb_worker_id):
             assert conftest.IMPORT_TIME_URL == os.environ["DATABASE_URL"]
             assert testdb_worker_id in conftest.IMPORT_TIME_URL
-    """)
+    """
+    )
     _run_self_provisioned(project).assert_outcomes(passed=1)
 
 
 def test_isolated_session_rolls_back_a_committed_insert(project: pytest.Pytester) -> None:
-    project.makepyfile(test_iso="""
+    project.makepyfile(
+        test_iso="""
         from sqlalchemy import text
         import pytest
 
@@ -107,12 +116,14 @@ def test_isolated_session_rolls_back_a_committed_insert(project: pytest.Pytester
             s.execute(text("INSERT INTO cameras VALUES (:id, 'x')"), {"id": f"c{n}"})
             s.commit()
             assert s.execute(text("SELECT count(*) FROM cameras")).scalar() == 1
-    """)
+    """
+    )
     _run_self_provisioned(project).assert_outcomes(passed=4)
 
 
 def test_cleaned_session_leaves_empty_tables(project: pytest.Pytester) -> None:
-    project.makepyfile(test_clean="""
+    project.makepyfile(
+        test_clean="""
         from sqlalchemy import text
         import pytest
 
@@ -123,12 +134,14 @@ def test_cleaned_session_leaves_empty_tables(project: pytest.Pytester) -> None:
             s.execute(text("INSERT INTO cameras VALUES ('c', 'x')"))
             s.execute(text("INSERT INTO events (camera_id) VALUES ('c')"))
             s.commit()
-    """)
+    """
+    )
     _run_self_provisioned(project).assert_outcomes(passed=6)
 
 
 def test_async_fixtures_work_with_pytest_asyncio(project: pytest.Pytester) -> None:
-    project.makepyfile(test_async="""
+    project.makepyfile(
+        test_async="""
         import pytest
         from sqlalchemy import text
 
@@ -150,13 +163,15 @@ def test_async_fixtures_work_with_pytest_asyncio(project: pytest.Pytester) -> No
         async def test_cleaned_again(testdb_async_session):
             s = testdb_async_session
             assert (await s.execute(text("SELECT count(*) FROM cameras"))).scalar() == 0
-    """)
+    """
+    )
     _run_self_provisioned(project, "-p", "asyncio", "--dist=loadfile").assert_outcomes(passed=3)
 
 
 def test_redis_numbers_differ_per_worker_and_are_flushed(project: pytest.Pytester) -> None:
     _require_redis()
-    project.makepyfile(test_redis="""
+    project.makepyfile(
+        test_redis="""
         import pytest
 
         @pytest.mark.parametrize("n", range(4))
@@ -165,12 +180,14 @@ def test_redis_numbers_differ_per_worker_and_are_flushed(project: pytest.Pyteste
             assert number == 8 + int(testdb_worker_id[2:])
             assert testdb_redis.dbsize() == 0
             testdb_redis.set("k", n)
-    """)
+    """
+    )
     _run_self_provisioned(project).assert_outcomes(passed=4)
 
 
 def test_testdb_env_sets_and_restores_variables(project: pytest.Pytester) -> None:
-    project.makepyfile(test_envfx="""
+    project.makepyfile(
+        test_envfx="""
         import os
 
         def test_inside(testdb_env, testdb_worker_id):
@@ -182,17 +199,20 @@ def test_testdb_env_sets_and_restores_variables(project: pytest.Pytester) -> Non
 
         def test_after(testdb_env):
             assert os.environ["DATABASE_URL"] != "changed-by-test"
-    """)
+    """
+    )
     _run_self_provisioned(project, "-p", "no:randomly", "--dist=loadfile").assert_outcomes(passed=2)
 
 
 def test_unique_ids_do_not_repeat(project: pytest.Pytester) -> None:
-    project.makepyfile(test_ids="""
+    project.makepyfile(
+        test_ids="""
         def test_ids(testdb_unique_id):
             ids = {testdb_unique_id("cam") for _ in range(1000)}
             assert len(ids) == 1000
             assert all(i.startswith("cam_") and len(i) <= 16 for i in ids)
-    """)
+    """
+    )
     _run_self_provisioned(project).assert_outcomes(passed=1)
 
 
@@ -205,9 +225,11 @@ def test_self_provisioning_leaves_nothing_behind(
     assert leftovers == set()
 
 
-def test_replaced_worker_starts_clean(project: pytest.Pytester, prefix: str,
-                                       database_names: Callable[[], set[str]]) -> None:
-    project.makepyfile(test_crash="""
+def test_replaced_worker_starts_clean(
+    project: pytest.Pytester, prefix: str, database_names: Callable[[], set[str]]
+) -> None:
+    project.makepyfile(
+        test_crash="""
         import os
         from sqlalchemy import text
 
@@ -221,7 +243,8 @@ def test_replaced_worker_starts_clean(project: pytest.Pytester, prefix: str,
         def test_2_clean(testdb_engine, testdb_worker_id):
             with testdb_engine.connect() as conn:
                 assert conn.execute(text("SELECT count(*) FROM cameras")).scalar() == 0
-    """)
+    """
+    )
     result = _run_self_provisioned(project, "--dist=each", "--max-worker-restart=2")
     outcomes = result.parseoutcomes()
     assert outcomes.get("failed", 0) == 1  # the crashed test is reported failed

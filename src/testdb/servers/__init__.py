@@ -9,7 +9,7 @@ from __future__ import annotations
 from types import ModuleType
 
 from testdb.config import Settings
-from testdb.errors import ConfigError
+from testdb.errors import ConfigError, DockerError
 from testdb.servers import embedded, local, url
 from testdb.servers.base import ServerInfo
 
@@ -44,9 +44,14 @@ def acquire_server(settings: Settings, run_id: str, notices: list[str]) -> Serve
         return found
     docker = _docker_module()
     if docker.engine_answers():
-        info = docker.acquire(settings, run_id, notices)
-        info.reason = "no local server; Docker engine answers: " + info.reason
-        return info  # type: ignore[no-any-return]
+        try:
+            info = docker.acquire(settings, run_id, notices)
+        except DockerError as exc:
+            # Common offline: the engine answers but the image cannot be pulled.
+            notices.append(f"Docker engine answers but {exc.message}; using the embedded server")
+        else:
+            info.reason = "no local server; Docker engine answers: " + info.reason
+            return info  # type: ignore[no-any-return]
     info = embedded.acquire(settings.embedded, run_id, notices)
     info.reason = "no local server or Docker engine: " + info.reason
     return info

@@ -16,6 +16,12 @@ testdb removes, lists and prunes only containers carrying these labels. Readines
 real connection with the password, not log scraping. Every failure is one
 :class:`DockerError` line with a hint, and a container created by a failed start is
 removed before the error is raised.
+
+Reuse (``docker.reuse = true``): a running container with ``testdb.reuse=1`` and the same
+config hash (which includes the image's id) is reused after it answers a connection, so
+the schema templates cached inside it are reused too; ``release`` keeps it unless forced
+(``testdb down --stop-server``). Its password is read back from the container's
+environment (see :attr:`PostgresContainer.password`).
 """
 
 from __future__ import annotations
@@ -70,7 +76,6 @@ LABEL_OWNER = "testdb.owner"
 LABEL_HASH = "testdb.config-hash"
 LABEL_REUSE = "testdb.reuse"
 LABEL_CREATED = "testdb.created"
-LABELS = (LABEL_RUN, LABEL_OWNER, LABEL_HASH, LABEL_REUSE, LABEL_CREATED)
 
 PING_TIMEOUT_S = 1
 API_TIMEOUT_S = 60
@@ -82,6 +87,9 @@ LOG_LINES = 3
 ORPHAN_GRACE_S = 120.0
 
 _SEVERITY = re.compile(r"\b(FATAL|PANIC|ERROR|error):")
+# docker-proxy: "listen tcp4 127.0.0.1:5432: bind: address already in use"; the engine's own
+# allocator: "Bind for 127.0.0.1:5432 failed: port is already allocated".
+_BIND_FAILURE = re.compile(r"(listen \S+ \S+: bind: [^)\"]+|Bind for \S+ failed: [^)\"]+)")
 _ENGINE_HINT = "start Docker (`docker info` must answer), set DOCKER_HOST, or use --server embedded"
 
 
@@ -103,20 +111,22 @@ def _where(host: str | None = None) -> str:
 
 def _short(exc: BaseException) -> str:
     """One short line for an SDK or engine error."""
-    text = str(getattr(exc, "explanation", None) or exc)
-    for needle, said in (
-        ("FileNotFoundError", "no such socket"),
-        ("No such file or directory", "no such socket"),
-        ("Connection refused", "connection refused"),
-        ("ConnectionRefusedError", "connection refused"),
-        ("Permission denied", "permission denied"),
-        ("PermissionError", "permission denied"),
-        ("timed out", "timed out"),
-    ):
-        if needle in text:
-            return said
-    line = " ".join(text.split())
+    line = " ".join(str(getattr(exc, "explanation", None) or exc).split())
     return line if len(line) <= 200 else line[:197] + "..."
+
+
+def _unreachable(exc: BaseException) -> str:
+    """Why the engine did not answer, in a few words (the SDK wraps it in three layers)."""
+    text = str(exc)
+    for needles, said in (
+        (("FileNotFoundError", "No such file or directory"), "no such socket"),
+        (("ConnectionRefusedError", "Connection refused"), "connection refused"),
+        (("PermissionError", "Permission denied"), "permission denied"),
+        (("timed out", "TimeoutError"), "timed out"),
+    ):
+        if any(needle in text for needle in needles):
+            return said
+    return _short(exc).removeprefix("Error while fetching server API version: ")
 
 
 def _client(host: str | None = None, timeout: int = API_TIMEOUT_S) -> DockerClient:
@@ -130,7 +140,7 @@ def _client(host: str | None = None, timeout: int = API_TIMEOUT_S) -> DockerClie
         client.ping()
     except _engine_failures() as exc:
         raise DockerError(
-            f"cannot reach the Docker engine at {_where(host)}: {_short(exc)}", hint=_ENGINE_HINT
+            f"cannot reach the Docker engine at {_where(host)}: {_unreachable(exc)}", hint=_ENGINE_HINT
         ) from None
     client.api.timeout = timeout
     return client
@@ -148,6 +158,10 @@ def engine_answers() -> bool:
 # -- one container ----------------------------------------------------------------------
 
 
+class _BindError(DockerError):
+    """The engine could not publish the port (a race with another listener): worth a retry."""
+
+
 def _command() -> list[str]:
     args = ["postgres"]
     for key, value in TEST_TUNING.items():
@@ -155,11 +169,16 @@ def _command() -> list[str]:
     return args
 
 
-def config_hash(image: str) -> str:
-    """What makes two containers interchangeable for ``docker.reuse``."""
+def config_hash(image: str, image_id: str) -> str:
+    """What makes two containers interchangeable for ``docker.reuse``.
+
+    The image's id is part of it: after a ``docker pull`` brings a newer image under the same
+    tag, containers of the old one are no longer reused.
+    """
     config = {
         "format": CONFIG_FORMAT,
         "image": image,
+        "image_id": image_id,
         "command": _command(),
         "env": {"POSTGRES_USER": SUPERUSER, "POSTGRES_DB": DATABASE},
         "tmpfs": PGDATA,
@@ -288,13 +307,13 @@ class PostgresContainer:
             time.sleep(POLL_S)
 
     def _start_error(self, exc: BaseException) -> DockerError:
-        reason = _short(exc)
-        if "bind" in reason or "port is already allocated" in reason or "address already in use" in reason:
+        bind = _BIND_FAILURE.search(str(getattr(exc, "explanation", None) or exc))
+        if bind is not None:
             return _BindError(
-                f"cannot publish PostgreSQL's port on {PUBLISH_HOST}: {reason}",
+                f"cannot publish PostgreSQL's port on {PUBLISH_HOST}: {bind.group(1).strip()}",
                 hint="another process holds that port; retry, or free it",
             )
-        return DockerError(f"cannot start container {self.short_id} from {self.image}: {reason}")
+        return DockerError(f"cannot start container {self.short_id} from {self.image}: {_short(exc)}")
 
     def answers(self, connect_timeout: int = 2) -> bool:
         if self.host_port is None or self.password is None:
@@ -357,26 +376,22 @@ class PostgresContainer:
         )
 
 
-class _BindError(DockerError):
-    """The engine could not publish the port (a race with another listener): worth a retry."""
-
-
 # -- acquire / release ------------------------------------------------------------------
 
 
-def _ensure_image(client: DockerClient, image: str, notices: list[str]) -> None:
+def _ensure_image(client: DockerClient, image: str, notices: list[str]) -> str:
+    """The id of ``image``, pulled once if the engine does not have it."""
     import docker.errors
 
     try:
-        client.images.get(image)
-        return
+        return str(client.images.get(image).id)
     except docker.errors.ImageNotFound:
         pass
     except _engine_failures() as exc:
         raise DockerError(f"cannot look up image {image}: {_short(exc)}") from None
     notices.append(f"pulling {image} (not present on the Docker engine)")
     try:
-        client.images.pull(image)
+        return str(client.images.pull(image).id)
     except _engine_failures() as exc:
         raise DockerError(
             f"image {image} is not present and could not be pulled: {_short(exc)}",
@@ -402,7 +417,9 @@ def _find_reusable(client: DockerClient, image: str, digest: str) -> PostgresCon
     """A running reuse container of the same config that answers; dead ones are removed."""
     try:
         found = client.containers.list(
-            all=True, filters={"label": [f"{LABEL_REUSE}=1", f"{LABEL_HASH}={digest}"]}
+            all=True,
+            ignore_removed=True,  # removed between listing and inspecting: not ours to care about
+            filters={"label": [f"{LABEL_REUSE}=1", f"{LABEL_HASH}={digest}"]},
         )
     except _engine_failures() as exc:
         raise DockerError(f"cannot list containers: {_short(exc)}") from None
@@ -428,11 +445,12 @@ def _create(
         LABEL_CREATED: datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
     ports: dict[str, Any] = {CONTAINER_PORT: (PUBLISH_HOST, PUBLISH_PORT)}
+    name = f"testdb-{run_id}" + (f"-{attempt}" if attempt else "")
     try:
         container = client.containers.create(
             image,
             command=_command(),
-            name=f"testdb-{run_id}" + (f"-{attempt}" if attempt else ""),
+            name=name,
             environment={
                 "POSTGRES_USER": SUPERUSER,
                 "POSTGRES_PASSWORD": secrets.token_urlsafe(24),
@@ -446,6 +464,10 @@ def _create(
         )
     except _engine_failures() as exc:
         raise DockerError(f"cannot create a container from {image}: {_short(exc)}") from None
+    except BaseException:  # interrupted: the engine may have created it all the same
+        with contextlib.suppress(*_engine_failures()):
+            client.containers.get(name).remove(force=True, v=True)
+        raise
     return PostgresContainer(container)
 
 
@@ -470,10 +492,9 @@ def _start_new(client: DockerClient, settings: Settings, run_id: str, digest: st
 def acquire(settings: Settings, run_id: str, notices: list[str]) -> ServerInfo:
     """Start a PostgreSQL container for ``run_id`` (or, with ``docker.reuse``, reuse one)."""
     image = settings.docker.image
-    digest = config_hash(image)
     client = _client()
     try:
-        _ensure_image(client, image, notices)
+        digest = config_hash(image, _ensure_image(client, image, notices))
         if settings.docker.reuse:
             with _reuse_lock(digest):
                 pg = _find_reusable(client, image, digest)
@@ -523,7 +544,9 @@ def release(info: ServerInfo, *, force: bool = False) -> None:
 
 def _labelled(client: DockerClient) -> list[PostgresContainer]:
     try:
-        found = client.containers.list(all=True, filters={"label": [LABEL_RUN, LABEL_HASH]})
+        found = client.containers.list(
+            all=True, ignore_removed=True, filters={"label": [LABEL_RUN, LABEL_HASH]}
+        )
     except _engine_failures() as exc:
         raise DockerError(f"cannot list containers: {_short(exc)}") from None
     return [pg for pg in map(PostgresContainer, found) if is_testdb_container(pg.labels)]
@@ -586,17 +609,18 @@ def _has_live_run(pg: PostgresContainer) -> bool | None:
 
 def _is_orphan(pg: PostgresContainer, now: float) -> bool:
     young = now - pg.created < ORPHAN_GRACE_S
+    owner = pg.owner
+    local_owner = owner.get("host") == socket.gethostname() and isinstance(owner.get("pid"), int)
+    owner_gone = local_owner and not _pid_alive(int(owner["pid"]))
     if pg.status in ("exited", "dead"):
         return True
-    if pg.status == "created":
-        return not young  # never started: a crash between create and start
+    if pg.status == "created":  # never started: its owner died between create and start?
+        return owner_gone or not young
     if pg.status != "running":
         return False  # paused, restarting, being removed: leave it to its owner
     if pg.reuse:
         return not young and not pg.answers()
-    owner = pg.owner
-    local_owner = owner.get("host") == socket.gethostname() and isinstance(owner.get("pid"), int)
-    if local_owner and _pid_alive(int(owner["pid"])):
+    if local_owner and not owner_gone:
         return False
     live = _has_live_run(pg)
     if live is None:  # unreachable
