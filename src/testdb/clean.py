@@ -4,18 +4,21 @@ Three parts:
 
 * :func:`load_plan` reads the live catalog with ONE query (tables, foreign keys, owned
   sequences) and orders the tables so that referencing tables are emptied before the
-  tables they reference (:func:`order_steps`). Plans are cached per database by
-  :data:`plan_cache`, so the catalog is read once per schema, not once per reset.
-* :func:`reset` empties the tables that hold rows, in that order, with one call of a
-  generated PL/pgSQL function. The function is created as a session-temporary function
-  (``pg_temp.testdb_clean_<fingerprint>_<strategy>``) on the first reset of a connection,
-  in the same round trip as that first call; later resets on the connection only call it.
-  PL/pgSQL caches the plans of a function's statements for the life of the session, so a
-  reset of 300 tables runs 300 already-planned ``SELECT … LIMIT 1`` probes: measured on
-  this machine (PostgreSQL 15, 300 tables) ~4-7 ms per call, against ~30-40 ms for the
-  same code sent as an anonymous ``DO`` block, which PostgreSQL compiles and plans from
-  scratch on every call. ``DO`` remains the fallback when the session may not create
-  temporary objects (no TEMP privilege, read-only transaction).
+  tables they reference (:func:`order_steps`; reference cycles become steps emptied by one
+  statement). :data:`plan_cache` keeps plans per database, so the catalog is read once per
+  schema, not once per reset.
+* :func:`reset` empties the tables that hold rows with ONE call of a generated PL/pgSQL
+  function: one statement probes every table (``EXISTS``), then only the steps holding
+  rows are DELETEd (or TRUNCATEd), in plan order, in one transaction. The function is
+  created as a session-temporary function (``pg_temp.testdb_clean_<fingerprint>_<strategy>``)
+  in the same round trip as the first reset of a connection; later resets only call it.
+  PL/pgSQL keeps a function's query plans for the life of the session, so a reset of a
+  300-table database runs already-planned statements: measured on this machine
+  (PostgreSQL 15) ~2-4 ms per call, against 30-40 ms for the same code sent as an
+  anonymous ``DO`` block, which PostgreSQL compiles and plans again on every call. A
+  ``DO`` block remains the fallback when the session may not create temporary objects
+  (no TEMP privilege). A first reset on a new connection costs ~0.1-0.2 s for 300 tables
+  (compiling and planning), so keep the connection open between resets.
 * :func:`clean_database` / :func:`clean_connection` tie both to :class:`CleanSettings`;
   the CLI (``testdb clean``) and the pytest plugin's cleanup fixture call them.
 
@@ -67,23 +70,27 @@ STRATEGIES: tuple[str, ...] = ("delete", "truncate", "auto")
 N = TypeVar("N", bound=Hashable)
 
 # --- the cost model behind strategy "auto" -------------------------------------------
-# Measured with bench/clean.py and a per-operation probe on this machine (2 vCPUs,
-# PostgreSQL 15 with fsync=on, embedded PostgreSQL 18 with fsync=off):
-#   * DELETE costs ~5 us per row, plus ~25 us per row for EACH foreign key that references
-#     the table (PostgreSQL runs one RI check query per deleted row and constraint);
+# Measured with bench/clean.py and per-operation probes on this machine (2 vCPUs, busy;
+# PostgreSQL 15 with fsync=on on disk, embedded PostgreSQL 18 with fsync=off on /dev/shm),
+# on the benchmark's schema (each table: primary key, one more index, a TOAST table):
+#   * DELETE costs ~5 us per row, plus ~10-25 us per row for EACH foreign key that
+#     references the table (PostgreSQL runs one RI query per deleted row and constraint);
+#     30 000 rows over 300 tables: ~0.4 s (fsync=off) to ~1.2 s (fsync=on).
 #   * TRUNCATE costs per table, whatever its rows: it swaps in new, empty files for the
-#     table, its TOAST table and every index: ~1 ms per table with fsync=off but 15-25 ms
-#     with fsync=on (a TRUNCATE of the 300-table benchmark schema takes seconds there, a
-#     DELETE of its 30 000 rows about one second).
+#     table, its TOAST table and every index. ~3.5 ms per table with fsync=off (300 tables:
+#     1.1 s) and 15-75 ms with fsync=on (300 tables: 4-23 s) -- slower than DELETEing 100
+#     rows from every table, on both servers.
 # So TRUNCATE only pays for a table holding many rows, and a TRUNCATE must also name every
 # table that references it (transitively): table t is truncated when its row count reaches
-#   cap(t) = |referencers*(t)| * TRUNCATE_US / (DELETE_ROW_US + refs(t) * RI_CHECK_US).
-# E.g. with fsync=on a leaf table needs >= 4000 rows and a table referenced by 2 leaves
-# ~1100; with fsync=off 200 and ~55. Rows are counted only up to cap(t), so the decision
-# never costs more than the DELETE it avoids, and it stays inside the same round trip.
+#   cap(t) = |referencers*(t)| * TRUNCATE_US / (DELETE_ROW_US + refs(t) * RI_CHECK_US)
+# e.g. with fsync=off 1000 rows for a table nothing references, 600 for one referenced by
+# two such tables; with fsync=on 8000 and 4800. (A big table also leaves as many dead rows
+# behind a DELETE, which every later scan of it pays for until VACUUM: one more reason.)
+# Rows are counted only up to cap(t), so deciding never costs more than the DELETE it
+# avoids, and it happens inside the same round trip.
 DELETE_ROW_US = 5.0
-RI_CHECK_US = 25.0
-TRUNCATE_US = {"on": 20_000.0, "off": 1_000.0}
+RI_CHECK_US = 10.0
+TRUNCATE_US = {"on": 40_000.0, "off": 5_000.0}
 MAX_CAP = 10_000_000
 AUTO_TRUNCATE_LOCK_MS = 200  # auto tries TRUNCATE this long, then DELETEs instead
 TRUNCATE_COUNT_CAP = 1000  # strategy "truncate" counts rows (for the report) up to this
@@ -561,8 +568,9 @@ def reset(
     again. No lock is waited for longer than ``lock_timeout`` seconds: a
     :class:`CleanError` then names the session holding it.
 
-    A plan that no longer matches the catalog is reloaded (and :data:`plan_cache`
-    updated) and the reset retried once.
+    A plan that no longer matches the catalog (see :class:`PlanCache`) is reloaded, and
+    :data:`plan_cache` updated, before anything is deleted; the reset is then retried (at
+    most twice).
     """
     if strategy not in STRATEGIES:
         raise CleanError(f"unknown clean strategy {strategy!r}", hint="use delete, truncate or auto")
@@ -607,22 +615,25 @@ def _run(
     name = f"testdb_clean_{plan.fingerprint}_{strategy}"
     created = _created.setdefault(conn, set())
     use_do = conn in _no_temp
-    args = sql.SQL(", ").join([sql.Literal(reset_sequences), sql.Literal(timeout_ms), sql.Literal(plan.mark)])
-    call = sql.SQL("SELECT pg_temp.{}({})").format(sql.Identifier(name), args)
+    call = _call(conn, name, reset_sequences, timeout_ms, plan.mark)
     rendered: _Rendered | None = None
+    query: bytes
     if use_do:
         rendered = _render(conn, plan, strategy, do_args=(reset_sequences, timeout_ms, plan.mark))
-        query = sql.SQL("DO {}; SELECT pg_catalog.current_setting('testdb.clean_report')").format(
-            sql.Literal(rendered.text)
+        query = (
+            sql.SQL("DO {}; SELECT pg_catalog.current_setting('testdb.clean_report')")
+            .format(sql.Literal(rendered.text))
+            .as_bytes(conn)
         )
     elif name in created:
         query = call
     else:
         rendered = _render(conn, plan, strategy)
-        query = sql.SQL(
+        create = sql.SQL(
             "CREATE OR REPLACE FUNCTION pg_temp.{}(p_reset boolean, p_lock_timeout_ms integer,"
-            " p_mark text) RETURNS text LANGUAGE plpgsql AS {}; {}"
-        ).format(sql.Identifier(name), sql.Literal(rendered.text), call)
+            " p_mark text) RETURNS text LANGUAGE plpgsql AS {}; "
+        ).format(sql.Identifier(name), sql.Literal(rendered.text))
+        query = create.as_bytes(conn) + call
     try:
         cur = conn.execute(query, prepare=False)
         while cur.nextset():
@@ -637,6 +648,25 @@ def _run(
     assert row is not None
     outcome: dict[str, Any] = json.loads(row[0])
     return _Stale("the catalog changed") if outcome.get("stale") else outcome
+
+
+_calls: dict[tuple[str, bool, int, str], bytes] = {}
+
+
+def _call(
+    conn: psycopg.Connection[Any], name: str, reset_sequences: bool, timeout_ms: int, mark: str
+) -> bytes:
+    """``SELECT pg_temp.<name>(…)``, composed once per distinct arguments (it is sent on
+    every reset: composing it again would cost more than a tenth of a small reset)."""
+    key = (name, reset_sequences, timeout_ms, mark)
+    query = _calls.get(key)
+    if query is None:
+        if len(_calls) > 256:
+            _calls.clear()
+        args = sql.SQL(", ").join([sql.Literal(reset_sequences), sql.Literal(timeout_ms), sql.Literal(mark)])
+        query = sql.SQL("SELECT pg_temp.{}({})").format(sql.Identifier(name), args).as_bytes(conn)
+        _calls[key] = query
+    return query
 
 
 def _on_error(
@@ -702,9 +732,12 @@ def _lock_error(
             if first <= line:
                 waited = tables
     holders = _lock_holders(conn, plan)
-    candidates = waited or plan.tables
-    relevant = [h for h in holders if h[0] in candidates] or holders
-    named = list(dict.fromkeys(h[0] for h in relevant)) or list(candidates)
+    on_waited = [h for h in holders if h[0] in waited]
+    relevant = on_waited or holders
+    if waited and (on_waited or len(waited) <= 3):
+        named = list(waited) if len(waited) <= 3 else list(dict.fromkeys(h[0] for h in on_waited))
+    else:
+        named = list(dict.fromkeys(h[0] for h in relevant)) or list(waited or plan.tables)
     where = ", ".join(t.display for t in named[:3]) + (
         f" (and {len(named) - 3} more)" if len(named) > 3 else ""
     )
@@ -753,7 +786,8 @@ def _lock_holders(conn: psycopg.Connection[Any], plan: CleanPlan) -> list[_Holde
     found = []
     for oid, mode, pid, app, state, query in rows:
         if oid in by_oid:
-            found.append((by_oid[oid], str(mode), int(pid), str(app or ""), str(state), str(query)))
+            text = " ".join(str(query).split())  # one line
+            found.append((by_oid[oid], str(mode), int(pid), str(app or ""), str(state), text))
     return found
 
 
@@ -1092,6 +1126,8 @@ def clean_database(url: URL | str, settings: CleanSettings) -> CleanReport:
 
 def _check_idle(conn: psycopg.Connection[Any]) -> None:
     """Refuse a connection inside a transaction: cleaning commits, and would commit it too."""
+    if conn.closed:
+        raise CleanError("cannot clean through a closed connection")
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         raise CleanError(
             f"cannot clean {conn.info.dbname} on a connection with an open transaction",

@@ -82,6 +82,15 @@ def url_server(url: str) -> ServerInfo:
     return _acquire_url(url, "--url")
 
 
+def _refuse_if_up(settings: Settings) -> None:
+    existing = load_state(settings.state_dir)
+    if existing is not None:
+        raise TestdbError(
+            f"run {existing.run_id} is already up here ({len(existing.databases)} databases)",
+            hint="use 'testdb env' to print it, or 'testdb down' first",
+        )
+
+
 def _check_format(fmt: str) -> None:
     if fmt not in OUTPUT_FORMATS:
         raise ConfigError(f"unknown format {fmt!r}", hint="--format takes: " + ", ".join(OUTPUT_FORMATS))
@@ -125,12 +134,7 @@ def up(
         ttl=ttl,
         keep_server=keep_server,
     )
-    existing = load_state(settings.state_dir)
-    if existing is not None:
-        raise TestdbError(
-            f"run {existing.run_id} is already up here ({len(existing.databases)} databases)",
-            hint="use 'testdb env' to print it, or 'testdb down' first",
-        )
+    _refuse_if_up(settings)
     progress = lifecycle.Progress()
     count = workers if workers is not None else resolve_workers(None, settings.workers)
     with interrupts_raise():
@@ -153,6 +157,7 @@ def env(fmt: Format = "shell") -> None:
     _check_format(fmt)
     settings = _settings()
     state = require_state(settings.state_dir)
+    lifecycle.require_server(state)
     save_state(lifecycle.renew_lease(state, settings.ttl), settings.state_dir)
     sys.stdout.write(format_environment(lifecycle.environment(state, settings), fmt))
 
@@ -187,6 +192,7 @@ def run(
     unique_names = settings.names == "unique"
     with interrupts_raise():
         if keep:
+            _refuse_if_up(settings)
             state = lifecycle.up(settings, count, unique=unique_names, root=Path.cwd(), progress=progress)
             save_state(state, settings.state_dir)
             code = _run_command(command, state, settings, progress)
@@ -305,6 +311,7 @@ def status() -> None:
         markup=False,
     )
     alive = "alive" if lifecycle.run_alive(state) else "dead (testdb down removes what it left)"
+    err.print(f"owner: run {state.run_id} ({state.owner}, pid {state.owner_pid})", markup=False)
     err.print(
         f"age: {describe_age(state.created)}   lease: {lease}   run: {alive}   template: {state.template}",
         markup=False,

@@ -19,7 +19,7 @@ import psycopg
 
 from testdb.config import Settings
 from testdb.envvars import Target, replacement_environment, run_environment, target_environment
-from testdb.errors import OwnershipError, ServerError, TestdbError
+from testdb.errors import OwnershipError, ServerError, StateError, TestdbError
 from testdb.naming import SERIAL_WORKER, database_names, is_protected, new_run_id, validate_prefix, worker_ids
 from testdb.provision import (
     Marker,
@@ -320,3 +320,15 @@ def run_alive(state: RunState) -> bool:
             return is_alive(marker, live_lock_keys(conn))
     except ServerError:
         return False
+
+
+def require_server(state: RunState) -> None:
+    """Raise StateError if the run's server no longer answers."""
+    try:
+        with admin_connection(state.server):
+            return
+    except ServerError as exc:
+        raise StateError(
+            f"the {state.server.kind} server of run {state.run_id} does not answer ({exc.message})",
+            hint="'testdb down' removes what is left of it, 'testdb prune' what dead runs left",
+        ) from None

@@ -92,13 +92,21 @@ def run_child(command: Sequence[str], env: Mapping[str, str], grace: float) -> C
             child = subprocess.Popen(
                 list(command),
                 env={**os.environ, **env},
-                preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_SETMASK, old_mask),  # noqa: PLW1509
+                preexec_fn=lambda: _child_signals(old_mask),  # noqa: PLW1509
             )
         except OSError as exc:
             raise RunError(f"cannot run {shlex.join(command)}: {exc.strerror}") from None
         return _supervise(child, grace)
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+
+
+def _child_signals(mask: set[int | signal.Signals]) -> None:
+    """In the child before exec: testdb's mask, and default SIGINT/SIGTERM handling even when
+    testdb itself was started with them ignored (``testdb run … &`` in a script)."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    for signo in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signo, signal.SIG_DFL)
 
 
 def _supervise(child: subprocess.Popen[bytes], grace: float) -> ChildResult:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import getpass
 import json
 import os
+import socket
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,6 +35,7 @@ class RunState:
     pool: tuple[int, int] | None = None
     timings: dict[str, float] = field(default_factory=dict)
     owner_pid: int = field(default_factory=os.getpid)
+    owner: str = field(default_factory=lambda: f"{getpass.getuser()}@{socket.gethostname()}")
 
     @property
     def databases(self) -> list[str]:

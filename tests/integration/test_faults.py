@@ -105,7 +105,8 @@ def test_server_restarted_under_a_detached_run_keeps_working(tmp_path: Path, pre
     assert _wait_gone(server["pid"])
     port = make_url(server["url"]).port
     during = _cli(tmp_path, "env")
-    assert during.returncode == 0  # env needs no server
+    assert during.returncode == 2
+    _assert_one_error(during.stderr)
     status = _cli(tmp_path, "status")
     assert status.returncode == 2
     _assert_one_error(status.stderr)

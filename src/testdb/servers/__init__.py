@@ -26,6 +26,11 @@ def _docker_module() -> ModuleType:
 def acquire_server(settings: Settings, run_id: str, notices: list[str]) -> ServerInfo:
     """Get a server of the configured kind (``auto`` resolves as the module doc says)."""
     kind = settings.server
+    if settings.url and kind in ("local", "embedded", "docker"):
+        raise ConfigError(
+            f"--url conflicts with --server {kind}",
+            hint="drop --server (auto uses the URL) or use --server url; TESTDB_URL counts as --url",
+        )
     given = url.given_url(settings.url)
     if kind == "url" or (kind == "auto" and given):
         if not given:

@@ -108,9 +108,16 @@ def connection_error(url: URL, exc: Exception) -> ServerError:
         )
     if "role" in lowered and "does not exist" in lowered:
         return ServerError(f"role {url.username!r} does not exist on {where}")
-    reason = text.splitlines()[-1] if text else type(exc).__name__
-    reason = reason.split(": ", 1)[-1] if reason.startswith("connection to server") else reason
-    return ServerError(f"cannot connect to PostgreSQL at {where}: {reason}")
+    return ServerError(f"cannot connect to PostgreSQL at {where}: {_reason(text) or type(exc).__name__}")
+
+
+def _reason(text: str) -> str:
+    """libpq's reason (e.g. 'Connection refused'), without its multi-line advice."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    failed = [line for line in lines if "failed: " in line]
+    if failed:
+        return failed[-1].rsplit("failed: ", 1)[1].strip()
+    return lines[0] if lines else ""
 
 
 def answers(url: URL, timeout: int = 2) -> bool:

@@ -43,7 +43,10 @@ def parse_server_url(text: str) -> URL:
     if not url.host and not url.query.get("host"):
         raise ConfigError("database URL has no host", hint="e.g. postgresql://user@127.0.0.1:5432/postgres")
     if url.port is not None and not 0 < url.port < 65536:
-        raise ConfigError(f"port {url.port} in the database URL is out of range (1-65535)")
+        raise ConfigError(
+            f"port {url.port} in the database URL is out of range (1-65535)",
+            hint="e.g. postgresql://user@127.0.0.1:5432/postgres",
+        )
     return url.set(drivername="postgresql")
 
 
