@@ -93,6 +93,7 @@ RI_CHECK_US = 10.0
 TRUNCATE_US = {"on": 40_000.0, "off": 5_000.0}
 MAX_CAP = 10_000_000
 AUTO_TRUNCATE_LOCK_MS = 200  # auto tries TRUNCATE this long, then DELETEs instead
+MIN_ROW_BYTES = 28  # a heap row's header and line pointer: no table holds more rows than size / 28
 TRUNCATE_COUNT_CAP = 1000  # strategy "truncate" counts rows (for the report) up to this
 
 _PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_$]*")
@@ -1009,7 +1010,13 @@ class _Gen:
         return code
 
     def auto(self, step: tuple[Table, ...]) -> list[sql.Composable]:
-        """Count the step's rows up to the caps, then DELETE or TRUNCATE.
+        """DELETE the step, or TRUNCATE it if it holds at least its cap of rows.
+
+        A table's file size bounds its rows (a heap row takes at least MIN_ROW_BYTES), so a
+        table whose file is smaller than cap * MIN_ROW_BYTES is DELETEd without counting:
+        ``pg_relation_size`` is a PL/pgSQL "simple expression" (no executor, no new lock),
+        where a count would be a statement of its own per dirty table -- measurable when
+        every table holds rows. Otherwise rows are counted up to the cap.
 
         The TRUNCATE names the step and everything that references it (all earlier in the
         plan, so already empty) and waits at most AUTO_TRUNCATE_LOCK_MS for its ACCESS
@@ -1036,7 +1043,7 @@ class _Gen:
             ).format(k=sql.Literal(k), i=self._pos(table))
             for k, table in enumerate(step, start=1)
         ]
-        return [
+        code = [
             sql.SQL("    SELECT ARRAY[{}] INTO v_s;").format(counts),
             sql.SQL("    IF {} THEN").format(big),
             sql.SQL("    BEGIN"),
@@ -1055,6 +1062,21 @@ class _Gen:
             sql.SQL("    END;"),
             sql.SQL("    ELSE"),
             *self.delete(step, indent="      "),
+            sql.SQL("    END IF;"),
+        ]
+        table = step[0]
+        if len(step) > 1 or table.partitioned:  # no single file to measure: always count
+            return code
+        # The regclass literal is resolved when the statement is planned, and the plan is
+        # invalidated with the table.
+        size = sql.SQL("pg_catalog.pg_relation_size({}::pg_catalog.regclass)").format(
+            sql.Literal(table.qualified.as_string(self.conn))
+        )
+        return [
+            sql.SQL("    IF {} < {} THEN").format(size, sql.Literal(plan.caps[table] * MIN_ROW_BYTES)),
+            *self.delete(step, indent="      "),
+            sql.SQL("    ELSE"),
+            *code,
             sql.SQL("    END IF;"),
         ]
 

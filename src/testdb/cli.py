@@ -335,8 +335,10 @@ def clean(
     """Delete every row, in foreign-key-safe order, in the run's databases (or one of them)."""
     settings = _settings(url=url)
     if url is not None:
-        info = url_server(url)
-        databases = [database or info.default_database]
+        given = url_server(url)
+        databases = [database or given.default_database]
+        # The URL names the database to empty; manage it from the maintenance database.
+        info = ServerInfo(kind=given.kind, url=given.database_url("postgres").render_as_string(False))
     else:
         state = require_state(settings.state_dir)
         save_state(lifecycle.renew_lease(state, settings.ttl), settings.state_dir)

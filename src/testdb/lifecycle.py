@@ -288,7 +288,10 @@ def database_status(state: RunState) -> list[tuple[str, str, bool, int]]:
 def check_cleanable(info: ServerInfo, database: str, *, force: bool) -> None:
     """Refuse protected databases always, and databases testdb did not create unless ``force``."""
     if is_protected(database, info.default_database):
-        raise OwnershipError(f"refusing to empty protected database {database!r}")
+        raise OwnershipError(
+            f"refusing to empty protected database {database!r}",
+            hint="postgres, template0, template1 and the server's default database are never emptied",
+        )
     with admin_connection(info) as conn:
         rows = {row.name: row for row in list_databases(conn)}
     if database not in rows:

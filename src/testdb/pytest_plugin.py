@@ -242,27 +242,30 @@ def testdb_async_engine(testdb_async_url: str) -> Iterator[AsyncEngine]:
     yield create_async_engine(testdb_async_url, poolclass=NullPool)
 
 
-@pytest.fixture
-def testdb_clean(testdb_database: WorkerDatabase) -> Callable[[], CleanReport]:
-    """A function that empties this worker's database now (FK-safe, one round trip)."""
-    from testdb.clean import clean_database
-
-    settings = _settings()
-    return lambda: clean_database(testdb_database.url, settings.clean)
-
-
 @pytest.fixture(scope="session")
-def _testdb_cleaned_at_start(testdb_database: WorkerDatabase) -> None:
-    """Empty the database once per process: a replaced worker never sees residue."""
-    from testdb.clean import clean_database
+def _testdb_cleaner(testdb_database: WorkerDatabase) -> Iterator[Callable[[], CleanReport]]:
+    """One cleaning connection per worker: the reset function and its plans live in it, so
+    each reset after the first is a single short round trip."""
+    from testdb.clean import clean_connection
+    from testdb.servers.base import connect
 
-    clean_database(testdb_database.url, _settings().clean)
+    settings = _settings().clean
+    conn = connect(testdb_database.url)
+    try:
+        clean_connection(conn, settings)  # once per process: a replaced worker never sees residue
+        yield lambda: clean_connection(conn, settings)
+    finally:
+        conn.close()
 
 
 @pytest.fixture
-def testdb_session(
-    testdb_engine: Engine, testdb_clean: Callable[[], CleanReport], _testdb_cleaned_at_start: None
-) -> Iterator[Session]:
+def testdb_clean(_testdb_cleaner: Callable[[], CleanReport]) -> Callable[[], CleanReport]:
+    """A function that empties this worker's database now (FK-safe, one round trip)."""
+    return _testdb_cleaner
+
+
+@pytest.fixture
+def testdb_session(testdb_engine: Engine, testdb_clean: Callable[[], CleanReport]) -> Iterator[Session]:
     """A Session on this worker's database; every table is emptied after the test."""
     from sqlalchemy.orm import Session
 
@@ -276,9 +279,7 @@ def testdb_session(
 
 @async_fixture
 async def testdb_async_session(
-    testdb_async_engine: AsyncEngine,
-    testdb_clean: Callable[[], CleanReport],
-    _testdb_cleaned_at_start: None,
+    testdb_async_engine: AsyncEngine, testdb_clean: Callable[[], CleanReport]
 ) -> AsyncIterator[AsyncSession]:
     """An AsyncSession on this worker's database; every table is emptied after the test."""
     from sqlalchemy.ext.asyncio import AsyncSession
