@@ -39,6 +39,9 @@ demo: install
 	cd examples/homesec && ../../$(BIN)/testdb run --server embedded -n 4 -- ../../$(BIN)/pytest -n 4 -q -p no:cacheprovider
 
 bench: install
-	$(BIN)/python bench/provision.py
+	$(BIN)/python bench/provision.py --server embedded
+	$(BIN)/python bench/provision.py --server local
 	$(BIN)/python bench/startup.py
+	$(BIN)/python bench/clone_strategy.py --server embedded
+	$(BIN)/python bench/clone_strategy.py --server local
 	$(BIN)/python bench/clean.py
