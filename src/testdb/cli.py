@@ -51,6 +51,9 @@ Prefix = Annotated[str | None, typer.Option("--prefix", help="Database name pref
 Unique = Annotated[bool, typer.Option("--unique", help="Append the run id to every name (share a server).")]
 Format = Annotated[str, typer.Option("--format", "-f", help="shell | dotenv | json | github")]
 Ttl = Annotated[str | None, typer.Option("--ttl", help="Lease of a detached run, e.g. 30m, 4h.")]
+DropTemplates = Annotated[
+    bool, typer.Option("--templates", help="Also drop this prefix's cached schema templates.")
+]
 KeepServer = Annotated[bool, typer.Option("--keep-server", help="Keep the embedded cluster for the next up.")]
 
 
@@ -264,6 +267,7 @@ def down(
         bool,
         typer.Option("--stop-server", help="Also stop a kept embedded server or reused Docker container."),
     ] = False,
+    templates: DropTemplates = False,
 ) -> None:
     """Drop what 'up' created and stop what it started. Nothing up is not an error."""
     settings = _settings()
@@ -277,6 +281,9 @@ def down(
             hint="stop that 'testdb run' (Ctrl-C) instead; 'testdb down' is for detached runs and dead ones",
         )
     with shielded():
+        if templates and not (state.server.owned and not state.server.extra.get("keep")):
+            dropped_templates = lifecycle.drop_templates(state.server, state.prefix)
+            _say(f"testdb: dropped {len(dropped_templates)} cached templates")
         dropped = lifecycle.down(state, stop_server=stop_server)
         remove_state(settings.state_dir)
     stopped = (

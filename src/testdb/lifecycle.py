@@ -335,3 +335,20 @@ def require_server(state: RunState) -> None:
             f"the {state.server.kind} server of run {state.run_id} does not answer ({exc.message})",
             hint="'testdb down' removes what is left of it, 'testdb prune' what dead runs left",
         ) from None
+
+
+def drop_templates(info: ServerInfo, prefix: str) -> list[str]:
+    """Drop the cached schema templates of ``prefix`` that no one is cloning from."""
+    with admin_connection(info) as conn:
+        names = [
+            row.name
+            for row in list_databases(conn)
+            if row.marker is not None
+            and row.marker.role == "template"
+            and row.marker.prefix == prefix
+            and row.connections == 0
+            and not is_protected(row.name, info.default_database)
+        ]
+        for name in names:
+            drop_database(conn, name)
+    return names
