@@ -7,6 +7,7 @@ Each backend (url, local, embedded, docker) is a small module with ``acquire`` a
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -135,6 +136,17 @@ def admin_connection(info: ServerInfo) -> Iterator[psycopg.Connection[Any]]:
         yield conn
     finally:
         conn.close()
+
+
+def pid_alive(pid: int) -> bool:
+    """True if a process with this pid exists on this host (ours or another user's)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def server_major_version(conn: psycopg.Connection[Any]) -> int:

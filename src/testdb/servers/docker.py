@@ -48,7 +48,7 @@ from sqlalchemy.engine import URL
 from testdb.config import Settings
 from testdb.errors import DockerError
 from testdb.provision import is_alive, list_databases, live_lock_keys
-from testdb.servers.base import ServerInfo
+from testdb.servers.base import ServerInfo, pid_alive
 
 if TYPE_CHECKING:
     from docker import DockerClient
@@ -581,16 +581,6 @@ def labelled_containers() -> list[dict[str, str]]:
         client.close()
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _has_live_run(pg: PostgresContainer) -> bool | None:
     """True if a live testdb run uses the server; None if it cannot be reached."""
     if pg.host_port is None or pg.password is None:
@@ -611,7 +601,7 @@ def _is_orphan(pg: PostgresContainer, now: float) -> bool:
     young = now - pg.created < ORPHAN_GRACE_S
     owner = pg.owner
     local_owner = owner.get("host") == socket.gethostname() and isinstance(owner.get("pid"), int)
-    owner_gone = local_owner and not _pid_alive(int(owner["pid"]))
+    owner_gone = local_owner and not pid_alive(int(owner["pid"]))
     if pg.status in ("exited", "dead"):
         return True
     if pg.status == "created":  # never started: its owner died between create and start?

@@ -38,7 +38,7 @@ from sqlalchemy.engine import URL
 
 from testdb.config import EmbeddedSettings
 from testdb.errors import EmbeddedError
-from testdb.servers.base import ServerInfo
+from testdb.servers.base import ServerInfo, pid_alive
 
 KIND = "embedded"
 SUPERUSER = "postgres"
@@ -250,16 +250,6 @@ def ensure_skeleton(binaries: Binaries, user: pwd.struct_passwd | None, scratch:
     return target
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class EmbeddedCluster:
     """One postgres process and its data directory, both owned by testdb."""
 
@@ -392,7 +382,7 @@ def _is_our_postmaster(pid: int, data_dir: Path) -> bool:
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
-        return _pid_alive(pid) and sys.platform != "linux"
+        return pid_alive(pid) and sys.platform != "linux"
     return str(data_dir).encode() in cmdline
 
 
@@ -402,11 +392,11 @@ def stop_postmaster(pid: int, data_dir: Path, timeout: float = 10.0) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGINT)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _pid_alive(pid):
+    while time.monotonic() < deadline and pid_alive(pid):
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
         time.sleep(0.02)
-    if _pid_alive(pid):
+    if pid_alive(pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
 
@@ -504,7 +494,7 @@ def release(info: ServerInfo, *, force: bool = False) -> None:
 def _record_alive(record: dict[str, Any]) -> bool:
     """Bound to a live owner process, or (detached) within its lease."""
     if record.get("owner_pid"):
-        return _pid_alive(int(record["owner_pid"]))
+        return pid_alive(int(record["owner_pid"]))
     expires = record.get("expires")
     return expires is None or time.time() < float(expires)
 
