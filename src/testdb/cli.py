@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Annotated, Any
 
+import psycopg
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -27,7 +28,7 @@ from testdb.prune import prune as prune_databases
 from testdb.prune import prune_clusters, prune_containers
 from testdb.runner import check_command, numprocesses_from, resolve_workers, run_child
 from testdb.servers import find_server
-from testdb.servers.base import ServerInfo
+from testdb.servers.base import ServerInfo, scrub
 from testdb.servers.url import acquire as _acquire_url
 from testdb.signals import interrupts_raise, shielded
 from testdb.state import RunState, describe_age, load_state, remove_state, require_state, save_state
@@ -275,7 +276,7 @@ def down(
     if state is None:
         _say("testdb: nothing is up here")
         return
-    if state.expires is None and lifecycle.run_alive(state):
+    if state.expires is None and lifecycle.bound_run_alive(state):
         raise TestdbError(
             f"run {state.run_id} is still running (pid {state.owner_pid}); it tears down when it ends",
             hint="stop that 'testdb run' (Ctrl-C) instead; 'testdb down' is for detached runs and dead ones",
@@ -346,12 +347,14 @@ def clean(
         databases = [database or given.default_database]
         # The URL names the database to empty; manage it from the maintenance database.
         info = ServerInfo(kind=given.kind, url=given.database_url("postgres").render_as_string(False))
+        run_id: str | None = None
     else:
         state = require_state(settings.state_dir)
         save_state(lifecycle.renew_lease(state, settings.ttl), settings.state_dir)
         info = state.server
         databases = _pick_databases(state, worker, database)
-    reports = lifecycle.clean_databases(info, databases, settings, force=force)
+        run_id = state.run_id
+    reports = lifecycle.clean_databases(info, databases, settings, force=force, run_id=run_id)
     table = Table(title="testdb clean", title_justify="left", show_edge=False)
     for column in ("database", "tables emptied", "rows", "ms"):
         table.add_column(column, justify="left" if column == "database" else "right")
@@ -430,6 +433,10 @@ def main() -> None:
         if debug:
             raise
         _fail(exc.message, exc.hint)
+    except psycopg.Error as exc:  # a server refusal testdb did not anticipate: still one line
+        if debug:
+            raise
+        _fail(f"PostgreSQL refused: {scrub(_first_line(exc))}", _server_hint(exc))
     except TyperException as exc:  # click's usage errors, vendored by typer
         if debug:
             raise
@@ -444,6 +451,19 @@ def main() -> None:
         _say("testdb: interrupted; everything this run created was removed")
         sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _server_hint(exc: psycopg.Error) -> str:
+    if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+        return "the role needs CREATEDB (and to own what testdb drops); use a role that has it"
+    if isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
+        return "the server or session is read-only (a replica, or default_transaction_read_only)"
+    return "run with --debug for the full error"
 
 
 def _fail(message: str, hint: str) -> None:

@@ -51,6 +51,7 @@ ENV_PLACEHOLDERS = frozenset(
     }
 )
 _FORMATTER = string.Formatter()
+SECRET_QUERY_KEYS = frozenset({"password", "sslpassword", "passfile"})
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,9 @@ def with_driver(url: URL, driver: str | None) -> str:
 def mask_url(url: URL | str) -> str:
     """A URL safe to print: the password replaced by ***."""
     parsed = make_url(url) if isinstance(url, str) else url
+    secret_keys = [key for key in parsed.query if key.lower() in SECRET_QUERY_KEYS]
+    if secret_keys:
+        parsed = parsed.update_query_dict(dict.fromkeys(secret_keys, "***"))
     return parsed.render_as_string(hide_password=True)
 
 

@@ -9,6 +9,8 @@ always tears down in ``finally``.
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -37,7 +39,7 @@ from testdb.provision import (
 from testdb.prune import prune as prune_dead
 from testdb.redisdb import redis_urls
 from testdb.servers import acquire_server, embedded, release_server
-from testdb.servers.base import ServerInfo, admin_connection, connection_error, describe
+from testdb.servers.base import ServerInfo, admin_connection, connection_error, describe, pid_alive
 from testdb.signals import shielded
 from testdb.state import RunState
 from testdb.template import ensure_template
@@ -285,8 +287,9 @@ def database_status(state: RunState) -> list[tuple[str, str, bool, int]]:
     ]
 
 
-def check_cleanable(info: ServerInfo, database: str, *, force: bool) -> None:
-    """Refuse protected databases always, and databases testdb did not create unless ``force``."""
+def check_cleanable(info: ServerInfo, database: str, *, force: bool, run_id: str | None = None) -> None:
+    """Refuse protected databases always; unless ``force``, refuse databases testdb did not
+    create, another run's (when ``run_id`` names ours), and any live run's (``--url``)."""
     if is_protected(database, info.default_database):
         raise OwnershipError(
             f"refusing to empty protected database {database!r}",
@@ -294,23 +297,33 @@ def check_cleanable(info: ServerInfo, database: str, *, force: bool) -> None:
         )
     with admin_connection(info) as conn:
         rows = {row.name: row for row in list_databases(conn)}
+        live = live_lock_keys(conn)
     if database not in rows:
         raise ServerError(f"database {database!r} does not exist on {describe(info.admin_url)}")
-    if rows[database].marker is None and not force:
+    marker = rows[database].marker
+    if force:
+        return
+    if marker is None:
         raise OwnershipError(
             f"database {database!r} was not created by testdb; refusing to empty it",
             hint="pass --force if you really want every row in it deleted",
         )
+    others = marker.run_id != run_id if run_id is not None else is_alive(marker, live)
+    if others:
+        raise OwnershipError(
+            f"database {database!r} belongs to {marker.owner}; refusing to empty it",
+            hint="clean your own run's databases, or pass --force",
+        )
 
 
 def clean_databases(
-    info: ServerInfo, databases: list[str], settings: Settings, *, force: bool
+    info: ServerInfo, databases: list[str], settings: Settings, *, force: bool, run_id: str | None = None
 ) -> list[CleanReport]:
     """Empty each database in FK-safe order (one round trip each); returns what was emptied."""
     from testdb.clean import clean_database
 
     for database in databases:
-        check_cleanable(info, database, force=force)
+        check_cleanable(info, database, force=force, run_id=run_id)
     return [clean_database(info.database_url(database), settings.clean) for database in databases]
 
 
@@ -352,3 +365,14 @@ def drop_templates(info: ServerInfo, prefix: str) -> list[str]:
         for name in names:
             drop_database(conn, name)
     return names
+
+
+def bound_run_alive(state: RunState) -> bool:
+    """A process-bound run is alive while its process lives (same host) or its lock is held.
+
+    A server that does not answer proves nothing: it may be busy or out of connections.
+    """
+    host = state.owner.rsplit("@", 1)[-1]
+    if host == socket.gethostname() and pid_alive(state.owner_pid) and state.owner_pid != os.getpid():
+        return True
+    return run_alive(state)

@@ -177,6 +177,11 @@ def check_names_free(
                 f"database {name!r} belongs to live {row.marker.owner}",
                 hint='wait for it, run with --unique (names = "unique"), or use another prefix',
             )
+        if row.connections:
+            raise OwnershipError(
+                f"database {name!r} of dead {row.marker.owner} has {row.connections} open connection(s)",
+                hint="close them, or 'testdb prune --force' to drop it anyway",
+            )
         reclaim.append(name)
     return reclaim
 

@@ -83,8 +83,11 @@ def pytest_load_initial_conftests(
     is_worker = bool(os.environ.get(XDIST_WORKER_VAR))
     if not in_run and (is_worker or not _provision_requested(early_config)):
         return  # not a testdb run: stay out of the way (and import nothing heavy)
+    import psycopg
+
     from testdb.config import load_settings
     from testdb.errors import TestdbError
+    from testdb.servers.base import scrub
     from testdb.worker import apply_environment, current_worker_id, resolve_worker, worker_environment
 
     early_config.stash[_STATE_KEY] = _STATE
@@ -95,11 +98,13 @@ def pytest_load_initial_conftests(
         _STATE.worker = resolve_worker(os.environ, current_worker_id())
         values = worker_environment(_STATE.worker, settings)
         _STATE.saved_env.update(apply_environment(os.environ, values))
-    except TestdbError as exc:
+    except (TestdbError, psycopg.Error) as exc:
         if _STATE.run is not None:
             _STATE.run.close()
             _STATE.run = None
-        raise pytest.UsageError(f"testdb: {exc.message} (hint: {exc.hint})") from None
+        if isinstance(exc, TestdbError):
+            raise pytest.UsageError(f"testdb: {exc.message} (hint: {exc.hint})") from None
+        raise pytest.UsageError(f"testdb: PostgreSQL refused: {scrub(str(exc).strip())}") from None
 
 
 def _provision_requested(config: pytest.Config) -> bool:
@@ -383,7 +388,9 @@ def testdb_redis(testdb_redis_url: str) -> Iterator[Redis]:
         client.ping()
     except redis.ConnectionError as exc:
         client.close()
-        pytest.skip(f"testdb: Redis at {testdb_redis_url} does not answer: {exc}")
+        from testdb.envvars import mask_url
+
+        pytest.skip(f"testdb: Redis at {mask_url(testdb_redis_url)} does not answer: {exc}")
     try:
         yield client
     finally:

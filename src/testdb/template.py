@@ -35,7 +35,7 @@ from testdb.provision import (
     set_marker,
     terminate_sessions,
 )
-from testdb.servers.base import ServerInfo, connect, libpq_dsn, server_major_version
+from testdb.servers.base import ServerInfo, connect, libpq_dsn, scrub, server_major_version
 
 KEEP_TEMPLATES = 2
 TEMPLATE_FORMAT = "1"  # bump when the way templates are built changes
@@ -123,9 +123,9 @@ def _build(
     root: Path,
     env_for: EnvFactory,
 ) -> None:
-    conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    set_marker(conn, name, marker.with_role("building"))
     try:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        set_marker(conn, name, marker.with_role("building"))
         url = info.database_url(name)
         for path in _expand(schema.sql, root):
             _run_sql_file(libpq_dsn(url), path, root)
@@ -196,8 +196,13 @@ def _run_callable(spec: str, url: str, root: Path) -> None:
         target(url)
     except Exception as exc:
         raise SchemaError(
-            f"schema callable {spec!r} failed: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+            f"schema callable {spec!r} failed: {type(exc).__name__}: {scrub(_first_line(exc))}"
         ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else "(no message)"
 
 
 def _drop_stale(conn: psycopg.Connection[Any], prefix: str, current: str) -> None:
@@ -208,6 +213,7 @@ def _drop_stale(conn: psycopg.Connection[Any], prefix: str, current: str) -> Non
         and row.name != current
         and row.marker is not None
         and row.marker.role == "template"
+        and row.marker.prefix == prefix
         and row.connections == 0
     ]
     rows.sort(key=lambda row: row.marker.created if row.marker else 0, reverse=True)

@@ -93,9 +93,19 @@ def _clone_for_replacement(environ: Mapping[str, str], worker_id: str, run_id: s
     prefix = environ.get(PREFIX_VAR, "test")
     name = worker_database(prefix, worker_id, run_id if environ.get(UNIQUE_VAR) == "1" else None)
     with admin_connection(info) as conn:
-        exists = any(row.name == name for row in list_databases(conn))
-    if not exists:
+        existing = {row.name: row.marker for row in list_databases(conn)}
+    if name in existing:
+        marker = existing[name]
+        if marker is None or marker.run_id != run_id:
+            raise StateError(
+                f"database {name!r} for replacement worker {worker_id} exists and is not this run's",
+                hint="testdb never reuses another run's or a stranger's database; drop it or use --unique",
+            )
+    else:
         marker = Marker.for_run(run_id, "worker", prefix, None)
+        # Same liveness as the rest of the run: its lock, or the lease its databases carry.
+        siblings = [m for m in existing.values() if m is not None and m.run_id == run_id]
+        marker.expires = siblings[0].expires if siblings else None
         clone_databases(info, {name: "worker"}, template, marker)
     return info.database_url(name).render_as_string(hide_password=False)
 

@@ -98,3 +98,32 @@ def test_clean_never_empties_a_protected_database(cli: Cli, admin: psycopg.Conne
     result = cli("clean", "--url", url, "--force")
     assert result.code == 2
     assert result.error == "testdb: error: refusing to empty protected database 'postgres'"
+
+
+def test_clean_refuses_another_runs_database(
+    cli: Cli, tmp_path: Path, prefix: str, admin: psycopg.Connection[Any]
+) -> None:
+    mine, theirs = tmp_path / "mine", tmp_path / "theirs"
+    mine.mkdir()
+    theirs.mkdir()
+    for where in (mine, theirs):
+        assert cli("up", "-n", "1", "--server", "local", "--prefix", prefix, "--unique", cwd=where).code == 0
+    other = {n for n in database_names_of(admin, prefix) if "_tpl_" not in n} - _own(mine)
+    target = sorted(other)[0]
+    result = cli("clean", "--database", target, cwd=mine)
+    assert result.code == 2
+    assert "belongs to run" in result.error
+    for where in (mine, theirs):
+        assert cli("down", cwd=where).code == 0
+
+
+def database_names_of(admin: psycopg.Connection[Any], prefix: str) -> set[str]:
+    rows = admin.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (prefix + "%",)).fetchall()
+    return {row[0] for row in rows}
+
+
+def _own(where: Path) -> set[str]:
+    import json
+
+    state = json.loads((where / ".testdb" / "state.json").read_text())
+    return {state["serial"], *state["workers"].values()}

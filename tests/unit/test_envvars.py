@@ -121,3 +121,8 @@ def _parse_github_env(text: str) -> dict[str, str]:
             result[name] = value
             i += 1
     return result
+
+
+def test_mask_url_hides_a_password_given_as_a_query_parameter() -> None:
+    masked = mask_url("postgresql://root@127.0.0.1:5432/postgres?password=hunter2")
+    assert "hunter2" not in masked

@@ -43,6 +43,7 @@ from testdb.servers.base import ServerInfo, pid_alive
 KIND = "embedded"
 SUPERUSER = "postgres"
 CLUSTER_FILE = "cluster.json"
+ORPHAN_GRACE_S = 600  # a cluster directory without a record is only an orphan after this
 SKELETON_FORMAT = "2"  # bump when initdb options change, so old skeletons are not reused
 SHM = Path("/dev/shm")  # noqa: S108 - RAM-backed on purpose; each cluster dir is private
 SHM_MIN_FREE = 512 * 1024 * 1024
@@ -425,7 +426,14 @@ def _reuse_kept(binaries: Binaries, user: pwd.struct_passwd | None) -> ServerInf
                 f"reusing kept embedded PostgreSQL {binaries.version} on port {cluster.port}",
                 keep=True,
             )
-    destroy(root)  # a kept cluster that no longer answers is rebuilt
+    if _is_our_postmaster(cluster.pid, cluster.data_dir):
+        # Ours and running but not answering (busy, out of connections): other runs may be
+        # using it, so it is never destroyed from here.
+        raise EmbeddedError(
+            f"the kept embedded server (pid {cluster.pid}, port {cluster.port}) does not answer",
+            hint="wait and retry, or 'testdb down --stop-server' once no run uses it",
+        )
+    destroy(root)  # a kept cluster whose process is gone is rebuilt
     return None
 
 
@@ -516,6 +524,8 @@ def orphaned_clusters() -> list[Path]:
     found = []
     for path in sorted(root.glob("run-*")) if root.is_dir() else []:
         record = read_record(path)
+        if record is None and time.time() - path.stat().st_mtime < ORPHAN_GRACE_S:
+            continue  # still being laid out: the record is written once the server is up
         if record is None or not _record_alive(record):
             found.append(path)
     return found

@@ -18,6 +18,10 @@ def given_url(setting: str | None) -> tuple[str, str] | None:
     """The URL the user gave and where it came from, or None."""
     if setting:
         return setting, "--url/TESTDB_URL"
+    if os.environ.get("TESTDB_RUN_ID"):
+        # TEST_DATABASE_URL here was exported by a testdb run (eval "$(testdb up)"): it
+        # names that run's serial database, not a server to build another run on.
+        return None
     for name in URL_VARIABLES[1:]:
         value = os.environ.get(name)
         if value:
