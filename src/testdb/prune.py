@@ -41,7 +41,9 @@ def dead_databases(info: ServerInfo, prefix: str | None = None, templates: bool 
             continue
         if prefix is not None and marker.prefix != prefix:
             continue
-        if not is_alive(marker, live, now):
+        # A template is a cache, not part of its builder's run: with --templates it goes
+        # whatever the builder's lease says (the lease only protects the builder's clones).
+        if marker.role == "template" or not is_alive(marker, live, now):
             found.append(row)
     return found
 

@@ -111,3 +111,15 @@ def test_bound_run_prunes_dead_runs_of_its_prefix_first(
     with lifecycle.bound_run(make_settings(), 1, unique=False, root=tmp_path, progress=progress):
         assert f"{prefix}_abcdef_gw5" not in database_names()
     assert "reclaimed 1 databases of dead runs" in progress.notices
+
+
+def test_templates_go_with_templates_flag_even_within_the_builders_lease(
+    pg_server: ServerInfo, prefix: str
+) -> None:
+    _create(
+        pg_server,
+        f"{prefix}_tpl_0123456789ab",
+        Marker.for_run(secrets.token_hex(6), "template", prefix, 3600),
+    )
+    assert prune(pg_server, prefix=prefix).dropped == []
+    assert prune(pg_server, prefix=prefix, templates=True).dropped == [f"{prefix}_tpl_0123456789ab"]
