@@ -24,6 +24,7 @@ from testdb.envvars import Target, replacement_environment, run_environment, tar
 from testdb.errors import OwnershipError, ServerError, StateError, TestdbError
 from testdb.naming import SERIAL_WORKER, database_names, is_protected, new_run_id, validate_prefix, worker_ids
 from testdb.provision import (
+    DatabaseRow,
     Marker,
     RunLock,
     check_names_free,
@@ -287,7 +288,15 @@ def database_status(state: RunState) -> list[tuple[str, str, bool, int]]:
     ]
 
 
-def check_cleanable(info: ServerInfo, database: str, *, force: bool, run_id: str | None = None) -> None:
+def check_cleanable(
+    info: ServerInfo,
+    database: str,
+    rows: Mapping[str, DatabaseRow],
+    live: set[int],
+    *,
+    force: bool,
+    run_id: str | None = None,
+) -> None:
     """Refuse protected databases always; unless ``force``, refuse databases testdb did not
     create, another run's (when ``run_id`` names ours), and any live run's (``--url``)."""
     if is_protected(database, info.default_database):
@@ -295,9 +304,6 @@ def check_cleanable(info: ServerInfo, database: str, *, force: bool, run_id: str
             f"refusing to empty protected database {database!r}",
             hint="postgres, template0, template1 and the server's default database are never emptied",
         )
-    with admin_connection(info) as conn:
-        rows = {row.name: row for row in list_databases(conn)}
-        live = live_lock_keys(conn)
     if database not in rows:
         raise ServerError(f"database {database!r} does not exist on {describe(info.admin_url)}")
     marker = rows[database].marker
@@ -322,8 +328,11 @@ def clean_databases(
     """Empty each database in FK-safe order (one round trip each); returns what was emptied."""
     from testdb.clean import clean_database
 
+    with admin_connection(info) as conn:  # one catalog read checks every target
+        rows = {row.name: row for row in list_databases(conn)}
+        live = live_lock_keys(conn)
     for database in databases:
-        check_cleanable(info, database, force=force, run_id=run_id)
+        check_cleanable(info, database, rows, live, force=force, run_id=run_id)
     return [clean_database(info.database_url(database), settings.clean) for database in databases]
 
 

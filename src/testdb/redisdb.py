@@ -65,7 +65,3 @@ def redis_urls(
         w: base.set(database=str(redis_db_number(w, count, serial_db, first_db))).render_as_string(False)
         for w in [SERIAL_WORKER, *worker_ids]
     }
-
-
-def database_number(url: str) -> int:
-    return int(make_url(url).database or 0)

@@ -10,7 +10,6 @@ import socket
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from testdb.errors import StateError
 from testdb.servers.base import ServerInfo
@@ -122,7 +121,3 @@ def describe_age(created: float) -> str:
     if seconds < 7200:
         return f"{seconds // 60}m"
     return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
-
-
-def as_dict(state: RunState) -> dict[str, Any]:
-    return asdict(state)

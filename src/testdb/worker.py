@@ -63,11 +63,6 @@ def worker_url_var(worker_id: str) -> str:
     return "DATABASE_URL" if worker_id == SERIAL_WORKER else WORKER_URL_VAR + worker_id.upper()
 
 
-def run_is_present(environ: Mapping[str, str]) -> bool:
-    """True when a testdb run handed this process its environment."""
-    return "TESTDB_RUN_ID" in environ
-
-
 def resolve_worker(environ: Mapping[str, str], worker_id: str) -> WorkerDatabase:
     """This worker's database, cloning one if the run did not provision it (replaced worker)."""
     run_id = environ.get("TESTDB_RUN_ID", "")

@@ -10,7 +10,7 @@ import contextlib
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -50,9 +50,6 @@ class ServerInfo:
     def database_url(self, database: str) -> URL:
         """The URL of ``database`` on this server."""
         return self.admin_url.set(database=database)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ServerInfo:
