@@ -35,16 +35,23 @@ def _kill_run_once_up(tmp_path: Path, prefix: str, admin: psycopg.Connection[Any
     return names
 
 
-def test_prune_dry_run_lists_exactly_the_killed_runs_databases(
+def _live_and_killed_runs(
     cli: Cli, tmp_path: Path, prefix: str, admin: psycopg.Connection[Any]
-) -> None:
+) -> tuple[set[str], set[str]]:
+    """A detached run that stays up in ./live, and a run SIGKILLed in ./dead: their databases."""
     live_dir = tmp_path / "live"
     live_dir.mkdir()
     assert cli("up", "--server", "local", "--prefix", prefix, "--unique", "-n", "1", cwd=live_dir).code == 0
     live = {n for n in database_names(admin, prefix) if "_tpl_" not in n}
     dead_dir = tmp_path / "dead"
     dead_dir.mkdir()
-    killed = _kill_run_once_up(dead_dir, prefix, admin) - live
+    return live, _kill_run_once_up(dead_dir, prefix, admin) - live
+
+
+def test_prune_dry_run_lists_exactly_the_killed_runs_databases(
+    cli: Cli, tmp_path: Path, prefix: str, admin: psycopg.Connection[Any]
+) -> None:
+    _live, killed = _live_and_killed_runs(cli, tmp_path, prefix, admin)
 
     listed = cli("prune", "--dry-run", "--prefix", prefix, "--server", "local", cwd=tmp_path)
 
@@ -56,13 +63,7 @@ def test_prune_dry_run_lists_exactly_the_killed_runs_databases(
 def test_prune_removes_the_killed_run_and_spares_the_live_one(
     cli: Cli, tmp_path: Path, prefix: str, admin: psycopg.Connection[Any]
 ) -> None:
-    live_dir = tmp_path / "live"
-    live_dir.mkdir()
-    assert cli("up", "--server", "local", "--prefix", prefix, "--unique", "-n", "1", cwd=live_dir).code == 0
-    live = {n for n in database_names(admin, prefix) if "_tpl_" not in n}
-    dead_dir = tmp_path / "dead"
-    dead_dir.mkdir()
-    killed = _kill_run_once_up(dead_dir, prefix, admin) - live
+    live, killed = _live_and_killed_runs(cli, tmp_path, prefix, admin)
 
     pruned = cli("prune", "--prefix", prefix, "--server", "local", cwd=tmp_path)
 
@@ -70,4 +71,4 @@ def test_prune_removes_the_killed_run_and_spares_the_live_one(
     remaining = database_names(admin, prefix)
     assert not killed & remaining
     assert live <= remaining
-    assert cli("down", cwd=live_dir).code == 0
+    assert cli("down", cwd=tmp_path / "live").code == 0
