@@ -21,6 +21,7 @@ import json
 import os
 import pwd
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -43,6 +44,13 @@ from testdb.servers.base import ServerInfo, pid_alive
 KIND = "embedded"
 SUPERUSER = "postgres"
 CLUSTER_FILE = "cluster.json"
+# No trust anywhere: the superuser's random password (kept in the 0600 cluster record and
+# state file) is checked on the socket and on 127.0.0.1; nothing else may connect.
+PG_HBA = """\
+# written by testdb: SCRAM password authentication only
+local   all   all                  scram-sha-256
+host    all   all   127.0.0.1/32   scram-sha-256
+"""
 ORPHAN_GRACE_S = 600  # a cluster directory without a record is only an orphan after this
 SKELETON_FORMAT = "2"  # bump when initdb options change, so old skeletons are not reused
 SHM = Path("/dev/shm")  # noqa: S108 - RAM-backed on purpose; each cluster dir is private
@@ -55,6 +63,7 @@ TEST_TUNING = {
     "max_connections": "300",
     "shared_buffers": "128MB",
     "listen_addresses": "127.0.0.1",
+    "password_encryption": "scram-sha-256",
     "log_min_messages": "warning",
     "jit": "off",
 }
@@ -260,6 +269,7 @@ class EmbeddedCluster:
         self.user = user
         self.port = 0
         self.pid: int | None = None
+        self.password = ""
 
     @property
     def data_dir(self) -> Path:
@@ -276,7 +286,12 @@ class EmbeddedCluster:
     @property
     def url(self) -> URL:
         return URL.create(
-            "postgresql", username=SUPERUSER, host="127.0.0.1", port=self.port, database="postgres"
+            "postgresql",
+            username=SUPERUSER,
+            password=self.password or None,
+            host="127.0.0.1",
+            port=self.port,
+            database="postgres",
         )
 
     def create(self, skeleton: Path | None) -> None:
@@ -290,6 +305,43 @@ class EmbeddedCluster:
         else:
             _chown_tree(self.root, self.user)
             _run_initdb(self.binaries, self.data_dir, self.user)
+        self._secure()
+
+    def _secure(self) -> None:
+        """A fresh random superuser password and a pg_hba.conf that demands it.
+
+        The skeleton is shared by every cluster, so the password is set per cluster, in
+        single-user mode before the server listens: there is never a moment of trust.
+        """
+        self.password = secrets.token_urlsafe(24)
+        hba = self.data_dir / "pg_hba.conf"
+        hba.write_text(PG_HBA)
+        if self.user is not None:
+            os.chown(hba, self.user.pw_uid, self.user.pw_gid)
+        statement = f"ALTER ROLE {SUPERUSER} PASSWORD '{self.password}';\n"  # urlsafe: no quotes
+        result = subprocess.run(
+            [
+                self.binaries.exe("postgres"),
+                "--single",
+                "-D",
+                str(self.data_dir),
+                "-c",
+                "password_encryption=scram-sha-256",
+                "-c",
+                "log_min_messages=warning",
+                "postgres",
+            ],
+            input=statement,
+            capture_output=True,
+            text=True,
+            user=self.user.pw_uid if self.user else None,
+            group=self.user.pw_gid if self.user else None,
+            timeout=120,
+            check=False,
+        )
+        if result.returncode != 0:
+            tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["(no output)"]
+            raise EmbeddedError(f"setting the embedded server's password failed: {tail[0]}")
 
     def start(self, timeout: float) -> None:
         """Start postgres and wait until it accepts a real connection."""
@@ -333,6 +385,7 @@ class EmbeddedCluster:
                     host=str(self.socket_dir),
                     port=self.port,
                     user=SUPERUSER,
+                    password=self.password,
                     dbname="postgres",
                     connect_timeout=1,
                 ).close()
@@ -358,8 +411,9 @@ class EmbeddedCluster:
             "bin_dir": str(self.binaries.bin_dir),
             "version": self.binaries.version,
             "created": time.time(),
+            "password": self.password,
         }
-        (self.root / CLUSTER_FILE).write_text(json.dumps(record))
+        _write_private(self.root / CLUSTER_FILE, json.dumps(record))
 
     def info(self, reason: str, keep: bool) -> ServerInfo:
         return ServerInfo(
@@ -376,6 +430,14 @@ class EmbeddedCluster:
         """Fast shutdown (SIGINT), then SIGKILL if it lingers; the data stays."""
         if self.pid is not None:
             stop_postmaster(self.pid, self.data_dir)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by its owner only (it holds the password)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
 
 
 def _is_our_postmaster(pid: int, data_dir: Path) -> bool:
@@ -413,12 +475,14 @@ def _reuse_kept(binaries: Binaries, user: pwd.struct_passwd | None) -> ServerInf
         return None
     cluster = EmbeddedCluster(root, binaries, user)
     cluster.port, cluster.pid = int(record["port"]), int(record["pid"])
+    cluster.password = str(record.get("password", ""))
     if _is_our_postmaster(cluster.pid, cluster.data_dir):
         with contextlib.suppress(psycopg.OperationalError):
             psycopg.connect(
                 host=str(cluster.socket_dir),
                 port=cluster.port,
                 user=SUPERUSER,
+                password=cluster.password,
                 dbname="postgres",
                 connect_timeout=2,
             ).close()
@@ -515,7 +579,7 @@ def detach(info: ServerInfo, expires: float | None) -> None:
     record = read_record(root)
     if record is not None:
         record.update(owner_pid=None, expires=expires)
-        (root / CLUSTER_FILE).write_text(json.dumps(record))
+        _write_private(root / CLUSTER_FILE, json.dumps(record))
 
 
 def orphaned_clusters() -> list[Path]:
