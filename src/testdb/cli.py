@@ -55,6 +55,9 @@ Ttl = Annotated[str | None, typer.Option("--ttl", help="Lease of a detached run,
 DropTemplates = Annotated[
     bool, typer.Option("--templates", help="Also drop this prefix's cached schema templates.")
 ]
+Wait = Annotated[
+    str | None, typer.Option("--wait", help="How long to wait for connections on a busy server, e.g. 10m.")
+]
 KeepServer = Annotated[bool, typer.Option("--keep-server", help="Keep the embedded cluster for the next up.")]
 
 
@@ -79,6 +82,9 @@ def _settings(**options: Any) -> Settings:
         options["names"] = "unique"
     if options.pop("keep_server", False):
         options["embedded"] = {"keep": True}
+    if options.get("wait") is not None:
+        options["admission"] = {"wait": options.pop("wait")}
+    options.pop("wait", None)
     return load_settings(Path.cwd(), options)
 
 
@@ -104,6 +110,10 @@ def _say(message: str) -> None:
     err.print(message, markup=False)
 
 
+def _say_now(notice: str) -> None:
+    _say(f"testdb: {notice}")
+
+
 def _report_progress(progress: lifecycle.Progress, state: RunState) -> None:
     for notice in progress.notices:
         _say(f"testdb: {notice}")
@@ -126,6 +136,7 @@ def up(
     fmt: Format = "shell",
     ttl: Ttl = None,
     keep_server: KeepServer = False,
+    wait: Wait = None,
 ) -> None:
     """Create the serial and per-worker databases and print their environment."""
     _check_format(fmt)
@@ -137,9 +148,10 @@ def up(
         unique=unique,
         ttl=ttl,
         keep_server=keep_server,
+        wait=wait,
     )
     _refuse_if_up(settings)
-    progress = lifecycle.Progress()
+    progress = lifecycle.Progress(notify=_say_now)
     count = workers if workers is not None else resolve_workers(None, settings.workers)
     with interrupts_raise():
         state = lifecycle.up(
@@ -176,6 +188,7 @@ def run(
     unique: Unique = False,
     keep: Annotated[bool, typer.Option("--keep", help="Keep the databases afterwards.")] = False,
     keep_server: KeepServer = False,
+    wait: Wait = None,
 ) -> None:
     """Bring databases up, run COMMAND with their environment, tear everything down.
 
@@ -190,9 +203,10 @@ def run(
         workers=workers,
         unique=unique,
         keep_server=keep_server,
+        wait=wait,
     )
     count = workers if workers is not None else resolve_workers(numprocesses_from(command), settings.workers)
-    progress = lifecycle.Progress()
+    progress = lifecycle.Progress(notify=_say_now)
     unique_names = settings.names == "unique"
     with interrupts_raise():
         if keep:

@@ -97,6 +97,17 @@ class EmbeddedSettings(_Section):
     start_timeout: float = Field(default=30.0, gt=0)
 
 
+class AdmissionSettings(_Section):
+    """Connection admission on a shared server (docs/shared-server.md)."""
+
+    wait: float = Field(default=600.0, ge=0, description="seconds a run waits for its connections")
+
+    @field_validator("wait", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        return parse_duration(value) if isinstance(value, str) else value
+
+
 class PytestSettings(_Section):
     provision: bool = False
     settings_cache_clear: list[str] = Field(default_factory=list)
@@ -129,6 +140,7 @@ with warnings.catch_warnings():
         grace: float = Field(default=10.0, gt=0)
         state_dir: str = ".testdb"
         max_connections_headroom: int = Field(default=5, ge=0)
+        admission: AdmissionSettings = Field(default_factory=AdmissionSettings)
         embedded: EmbeddedSettings = Field(default_factory=EmbeddedSettings)
         docker: DockerSettings = Field(default_factory=DockerSettings)
         schema: SchemaSettings = Field(default_factory=SchemaSettings)  # type: ignore[assignment]

@@ -12,13 +12,14 @@ import contextlib
 import os
 import socket
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import psycopg
 
+from testdb import admission
 from testdb.config import Settings
 from testdb.envvars import Target, replacement_environment, run_environment, target_environment
 from testdb.errors import OwnershipError, ServerError, StateError, TestdbError
@@ -57,6 +58,14 @@ class Progress:
     timings: dict[str, float] = field(default_factory=dict)
     template_built: bool | None = None
     server_lost: str | None = None  # set when our own server died during the run
+    notify: Callable[[str], None] | None = None  # says a notice now (admission waits)
+
+    def say(self, message: str) -> None:
+        """A notice that cannot wait until provisioning is over (e.g. waiting for connections)."""
+        if self.notify is not None:
+            self.notify(message)
+        else:
+            self.notices.append(message)
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -84,10 +93,14 @@ def provision(
     bound: bool,
     root: Path,
     progress: Progress,
+    pool: tuple[int, int] | None = None,
 ) -> RunState:
-    """Template and clones for one run on ``info``; all or nothing."""
+    """Template and clones for one run on ``info``; all or nothing.
+
+    ``pool`` is the per-worker budget admission reserved; without it, one is computed.
+    """
     with admin_connection(info) as conn:
-        pool = connection_budget(conn, workers, settings.max_connections_headroom)
+        pool = pool or connection_budget(conn, workers, settings.max_connections_headroom)
         names = database_names(settings.prefix, workers, run_id if unique else None)
         reclaim = check_names_free(conn, names.all(), run_id, info.default_database)
         for name in reclaim:  # left by dead runs: theirs to lose
@@ -142,16 +155,20 @@ def up(settings: Settings, workers: int, *, unique: bool, root: Path, progress: 
     with progress.phase("server"):
         info = acquire_server(settings, run_id, progress.notices)
     try:
-        state = provision(
-            settings,
-            info,
-            run_id,
-            workers,
-            unique=unique,
-            bound=False,
-            root=root,
-            progress=progress,
-        )
+        # A detached run's reservation lasts while it provisions; its tests' connections
+        # are then counted like anyone else's by the runs that come after it.
+        with admission.reserve(info, workers, settings, progress.say, run_id=run_id) as reservation:
+            state = provision(
+                settings,
+                info,
+                run_id,
+                workers,
+                unique=unique,
+                bound=False,
+                root=root,
+                progress=progress,
+                pool=reservation.pool,
+            )
     except BaseException:
         release_server(info)
         raise
@@ -170,7 +187,12 @@ def bound_run(
     with progress.phase("server"):
         info = acquire_server(settings, run_id, progress.notices)
     try:
-        with RunLock(info, run_id):
+        with (
+            RunLock(info, run_id) as lock,
+            admission.reserve(
+                info, workers, settings, progress.say, conn=lock.conn, run_id=run_id
+            ) as reservation,
+        ):
             if settings.prune:
                 with progress.phase("prune"):
                     reclaimed = prune_dead(info, prefix=settings.prefix).dropped
@@ -185,6 +207,7 @@ def bound_run(
                 bound=True,
                 root=root,
                 progress=progress,
+                pool=reservation.pool,
             )
             try:
                 yield state

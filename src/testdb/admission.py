@@ -1,0 +1,349 @@
+"""Connection admission: a run reserves the connections it will use before it provisions.
+
+Many runners share one server (a CI matrix, a team). Each would otherwise open its admin
+connections and hand pools to its tests until the server answers "too many clients".
+Instead a run asks, through the server itself (no coordinator process, no table: a
+``LOGIN CREATEDB`` role cannot create one in ``postgres`` on PostgreSQL 15+), for
+
+    own (its lock connection + one admin connection) + workers x per-worker (1 cleaning
+    connection + the pool it hands to tests)
+
+out of what the server really allows: ``max_connections`` minus the reserved slots, the
+role's ``rolconnlimit``, the maintenance database's ``datconnlimit``, minus what other
+sessions hold. Everything is a session advisory lock on the run's lock connection (the one
+that holds its liveness lock), so a run that dies gives its share back with its session:
+
+- ``(MUTEX, 0)``, a transaction lock: one admission decision at a time;
+- ``(TICKET, arrival)``: a waiting run's place in the queue (first come, first served);
+- ``(SLOT, i)``: one per connection an admitted run reserved (a semaphore).
+
+Sessions are attributed to an admitted run when they hold its slots or are connected to a
+database its marker names; anything else (other applications, waiting runs, a detached
+``up``'s tests) is counted as it is. When runs queue behind it, or the room is short, a run
+shrinks its pools towards the minimum (one pooled connection per worker) instead of waiting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+
+from testdb.errors import TestdbError
+from testdb.provision import LOCK_NAMESPACE, MAX_PARALLEL_CLONES, list_databases, lock_key
+from testdb.servers.base import ServerInfo, connect, describe
+
+if TYPE_CHECKING:
+    from testdb.config import Settings
+
+# First keys of admission's advisory locks (testdb's liveness lock uses 0x7E57DB).
+MUTEX_NAMESPACE = 0x7E57A0
+TICKET_NAMESPACE = 0x7E57A1
+SLOT_NAMESPACE = 0x7E57A2
+
+OWN_CONNECTIONS = 2  # the lock connection (admission happens on it) + one admin connection
+MIN_PER_WORKER = 2  # cleaning connection + a pool of one
+WANT_PER_WORKER = 5  # cleaning connection + pool 2 + overflow 2
+POLL_S = 0.5
+REPEAT_NOTICE_S = 30.0
+
+
+class AdmissionError(TestdbError):
+    """The server cannot (or did not in time) give a run the connections it needs."""
+
+
+@dataclass(frozen=True)
+class Limit:
+    """One cap on connections: what it is called, how many, and who counts against it."""
+
+    label: str
+    limit: int
+    scope: str  # "server" | "role" | "database"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the server looks like to one admission decision."""
+
+    limits: list[Limit]
+    used: dict[str, int]  # scope -> connections held by others (reserved or open)
+    ahead: int  # waiting runs that arrived before us
+    behind: int  # waiting runs that arrived after us
+
+
+@dataclass
+class Reservation:
+    """The connections a run holds a right to; ``pool`` is its per-worker (size, overflow)."""
+
+    connections: int
+    pool: tuple[int, int]
+    waited_s: float
+    slots: list[int]
+
+
+Notify = Callable[[str], None]
+
+
+def split_pool(per_worker: int) -> tuple[int, int]:
+    """A worker's connections -> (pool_size, max_overflow), after its cleaning connection."""
+    pool = max(1, min(5, (per_worker - 1) * 2 // 3))
+    return pool, max(0, per_worker - 1 - pool)
+
+
+def demand(workers: int, per_worker: int) -> int:
+    return OWN_CONNECTIONS + workers * per_worker
+
+
+def database_demand(workers: int) -> int:
+    """Peak on the maintenance database: the lock connection + parallel clones."""
+    return 1 + max(OWN_CONNECTIONS, min(MAX_PARALLEL_CLONES, workers + 1))
+
+
+_LIMITS_SQL = """
+SELECT current_setting('max_connections')::int
+     - current_setting('superuser_reserved_connections')::int
+     - CASE WHEN current_setting('reserved_connections', true) IS NULL THEN 0
+            WHEN pg_has_role(current_user, 'pg_use_reserved_connections', 'MEMBER') THEN 0
+            ELSE current_setting('reserved_connections')::int END,
+       r.rolconnlimit, d.datconnlimit, current_user, current_database()
+FROM pg_roles r, pg_database d
+WHERE r.rolname = current_user AND d.datname = current_database()
+"""
+
+
+def read_limits(conn: psycopg.Connection[Any], headroom: int) -> list[Limit]:
+    """Every cap that applies to this role on this database (unlimited ones left out)."""
+    row = conn.execute(_LIMITS_SQL).fetchone()
+    assert row is not None
+    server, role_cap, db_cap, role, database = row
+    limits = [
+        Limit(f"max_connections (less reserved slots and {headroom} headroom)", server - headroom, "server")
+    ]
+    if role_cap >= 0:
+        limits.append(Limit(f"role {role}'s connection limit", role_cap, "role"))
+    if db_cap >= 0:
+        limits.append(Limit(f"database {database}'s connection limit", db_cap, "database"))
+    return limits
+
+
+_SESSIONS_SQL = """
+SELECT a.pid, a.usesysid = r.oid, a.datid = d.oid, a.datname
+FROM pg_stat_activity a, pg_roles r, pg_database d
+WHERE r.rolname = current_user AND d.datname = current_database()
+  AND a.pid <> pg_backend_pid()
+  AND (a.backend_type = 'client backend' OR a.backend_type IS NULL AND a.usesysid IS NOT NULL)
+"""
+
+_LOCKS_SQL = """
+SELECT pid, classid::bigint, objid::bigint FROM pg_locks
+WHERE locktype = 'advisory' AND granted AND objsubid = 2
+  AND classid::bigint IN (%s, %s, %s) AND pid <> pg_backend_pid()
+"""
+
+
+def _unsigned(key: int) -> int:
+    return key % 2**32
+
+
+def _before(a: int, b: int) -> bool:
+    """Ticket ``a`` was taken before ``b`` (tickets wrap: serial-number arithmetic)."""
+    return 0 < (b - a) % 2**32 < 2**31
+
+
+def snapshot(conn: psycopg.Connection[Any], limits: list[Limit], ticket: int | None) -> Snapshot:
+    """Who holds what, from pg_stat_activity, pg_locks and the databases' markers."""
+    sessions = conn.execute(_SESSIONS_SQL).fetchall()
+    locks = conn.execute(_LOCKS_SQL, (LOCK_NAMESPACE, TICKET_NAMESPACE, SLOT_NAMESPACE)).fetchall()
+    slots_by_pid: dict[int, int] = {}
+    run_keys_by_pid: dict[int, int] = {}
+    tickets: list[int] = []
+    for pid, namespace, key in locks:
+        if namespace == SLOT_NAMESPACE:
+            slots_by_pid[pid] = slots_by_pid.get(pid, 0) + 1
+        elif namespace == LOCK_NAMESPACE:
+            run_keys_by_pid[pid] = int(key)
+        else:
+            tickets.append(int(key))
+    admitted = {run_keys_by_pid[pid] for pid in slots_by_pid if pid in run_keys_by_pid}
+    theirs = {
+        row.name
+        for row in list_databases(conn)
+        if row.marker is not None and _unsigned(lock_key(row.marker.run_id)) in admitted
+    }
+    used = {"server": 0, "role": 0, "database": 0}
+    for pid, same_role, same_db, datname in sessions:
+        if same_db:
+            used["database"] += 1  # the maintenance database's cap counts real sessions only
+        if pid in slots_by_pid or datname in theirs:
+            continue  # inside an admitted run's reservation, counted below
+        used["server"] += 1
+        used["role"] += 1 if same_role else 0
+    role_pids = {pid for pid, same_role, _, _ in sessions if same_role}
+    for pid, count in slots_by_pid.items():
+        used["server"] += count
+        used["role"] += count if pid in role_pids else 0
+    mine = _unsigned(ticket) if ticket is not None else None
+    ahead = sum(1 for t in tickets if mine is not None and _before(t, mine))
+    behind = sum(1 for t in tickets if mine is not None and _before(mine, t))
+    return Snapshot(limits, used, ahead, behind)
+
+
+def room(snap: Snapshot) -> tuple[int, Limit]:
+    """Connections free for us under the tightest server/role limit, and that limit."""
+    caps = [
+        (limit.limit - snap.used[limit.scope], limit) for limit in snap.limits if limit.scope != "database"
+    ]
+    return min(caps, key=lambda cap: cap[0])
+
+
+def decide(snap: Snapshot, workers: int) -> int | None:
+    """Per-worker connections to take now, or None to keep waiting."""
+    if snap.ahead:
+        return None
+    for limit in snap.limits:
+        if limit.scope == "database" and limit.limit - snap.used["database"] < database_demand(workers):
+            return None
+    free, _ = room(snap)
+    fits = (free - OWN_CONNECTIONS) // max(workers, 1)
+    if fits < MIN_PER_WORKER:
+        return None
+    # Others queue behind us: take the minimum so they run alongside instead of after.
+    return MIN_PER_WORKER if snap.behind else min(WANT_PER_WORKER, fits)
+
+
+def check_possible(limits: list[Limit], workers: int) -> None:
+    """Fail at once when even an idle server could never admit this run."""
+    need = demand(workers, MIN_PER_WORKER)
+    for limit in limits:
+        wanted = database_demand(workers) if limit.scope == "database" else need
+        if wanted > limit.limit:
+            most = max((limit.limit - OWN_CONNECTIONS) // MIN_PER_WORKER, 0)
+            raise AdmissionError(
+                f"-n {workers} needs at least {wanted} connections; {limit.label} is {limit.limit}",
+                hint=f"use -n {most} or fewer, or raise that limit on the server",
+            )
+
+
+def _take_ticket(conn: psycopg.Connection[Any]) -> int:
+    """A place in the queue: the arrival time in tenths of a second, made unique by the lock."""
+    key = int(time.time() * 10) % 2**32
+    while True:
+        signed = key - 2**32 if key >= 2**31 else key
+        row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (TICKET_NAMESPACE, signed)).fetchone()
+        if row is not None and row[0]:
+            return signed
+        key = (key + 1) % 2**32
+
+
+def _take_slots(conn: psycopg.Connection[Any], count: int) -> list[int]:
+    """``count`` free slot locks (under the mutex, so nobody else is taking any)."""
+    rows = conn.execute(
+        "SELECT objid::bigint FROM pg_locks WHERE locktype = 'advisory' AND granted"
+        " AND objsubid = 2 AND classid::bigint = %s",
+        (SLOT_NAMESPACE,),
+    ).fetchall()
+    held = {int(r[0]) for r in rows}
+    slots = [i for i in range(count + len(held)) if i not in held][:count]
+    conn.execute("SELECT pg_advisory_lock(%s, i) FROM unnest(%s::int[]) AS i", (SLOT_NAMESPACE, slots))
+    return slots
+
+
+def _release(conn: psycopg.Connection[Any], namespace: int, keys: list[int]) -> None:
+    with contextlib.suppress(psycopg.Error):
+        conn.execute("SELECT pg_advisory_unlock(%s, i) FROM unnest(%s::int[]) AS i", (namespace, keys))
+
+
+def _try_admit(
+    conn: psycopg.Connection[Any], limits: list[Limit], ticket: int, workers: int
+) -> tuple[Snapshot, list[int], int]:
+    """One decision under the mutex: (what we saw, the slots taken or [], per-worker)."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s, 0)", (MUTEX_NAMESPACE,))
+        snap = snapshot(conn, limits, ticket)
+        per_worker = decide(snap, workers)
+        if per_worker is None:
+            return snap, [], 0
+        return snap, _take_slots(conn, demand(workers, per_worker)), per_worker
+
+
+def waiting_message(snap: Snapshot, workers: int) -> str:
+    need = demand(workers, MIN_PER_WORKER)
+    if snap.ahead:
+        runs = "run" if snap.ahead == 1 else "runs"
+        return f"waiting for {need} connections: {snap.ahead} {runs} ahead"
+    free, limit = room(snap)
+    return f"waiting for {need} connections: {max(free, 0)} free under {limit.label} ({limit.limit})"
+
+
+def label_session(conn: psycopg.Connection[Any], run_id: str) -> None:
+    """Name the lock connection after its run, so ``status --all`` can say whose it is."""
+    name = f"testdb {run_id[:8]} {os.getpid()} {getpass.getuser()}@{socket.gethostname()}"
+    conn.execute("SELECT set_config('application_name', %s, false)", (name[:63],))
+
+
+@contextlib.contextmanager
+def reserve(
+    info: ServerInfo,
+    workers: int,
+    settings: Settings,
+    notify: Notify,
+    *,
+    conn: psycopg.Connection[Any] | None = None,
+    run_id: str | None = None,
+) -> Iterator[Reservation]:
+    """Hold a share of the server's connections for as long as the block lasts.
+
+    ``conn`` is the run's lock connection (``RunLock.conn``): the reservation dies with it.
+    Without one (a detached ``up``) a connection is opened for the block. Waits up to
+    ``settings.admission.wait`` seconds, calling ``notify`` with what it waits for.
+    """
+    with contextlib.ExitStack() as stack:
+        if conn is None:
+            conn = stack.enter_context(connect(info.admin_url))
+        if run_id is not None:
+            label_session(conn, run_id)
+        reservation = _admit(info, conn, workers, settings, notify)
+        try:
+            yield reservation
+        finally:
+            _release(conn, SLOT_NAMESPACE, reservation.slots)
+
+
+def _admit(
+    info: ServerInfo, conn: psycopg.Connection[Any], workers: int, settings: Settings, notify: Notify
+) -> Reservation:
+    limits = read_limits(conn, settings.max_connections_headroom)
+    check_possible(limits, workers)
+    started = time.monotonic()
+    deadline = started + settings.admission.wait
+    ticket = _take_ticket(conn)
+    said: int | None = None  # runs ahead when we last said so: the free count is too noisy
+    said_at = 0.0
+    try:
+        while True:
+            snap, slots, per_worker = _try_admit(conn, limits, ticket, workers)
+            if slots:
+                waited = time.monotonic() - started
+                if said is not None:
+                    notify(f"admitted after {waited:.0f}s: {len(slots)} connections")
+                return Reservation(len(slots), split_pool(per_worker), waited, slots)
+            message = waiting_message(snap, workers)
+            now = time.monotonic()
+            if now >= deadline:
+                raise AdmissionError(
+                    f"gave up after {settings.admission.wait:.0f}s on {describe(info.admin_url)}: {message}",
+                    hint="raise --wait (admission.wait), use fewer workers (-n), or raise the server limits",
+                )
+            if snap.ahead != said or now - said_at > REPEAT_NOTICE_S:
+                notify(message)
+                said, said_at = snap.ahead, now
+            time.sleep(min(POLL_S, max(deadline - now, 0.01)))
+    finally:
+        _release(conn, TICKET_NAMESPACE, [ticket])
