@@ -310,10 +310,21 @@ def down(
 
 
 @app.command()
-def status() -> None:
+def status(
+    all_runs: Annotated[
+        bool, typer.Option("--all", help="Every testdb run on the server, from any host.")
+    ] = False,
+    server: Server = None,
+    url: UrlOpt = None,
+) -> None:
     """Show the run that is up: server, databases, owner, age (passwords masked)."""
-    settings = _settings()
+    settings = _settings(server=server, url=url)
     state = load_state(settings.state_dir)
+    if all_runs:
+        _fleet_status(
+            state.server if state is not None and url is None and server is None else None, settings
+        )
+        return
     if state is None:
         _say("testdb: nothing is up here")
         return
@@ -423,6 +434,27 @@ def prune(
     for row in report.busy:
         _say(f"testdb: skipped {row.name}: {row.connections} open connection(s) (use --force)")
     _say(f"testdb: {verb} {len(report.dropped)} databases of dead runs on {info.kind} server")
+
+
+def _fleet_status(info: ServerInfo | None, settings: Settings) -> None:
+    from testdb.fleet import fleet
+
+    info = info or find_server(settings)
+    if info is None:
+        _say("testdb: no server to inspect (use --url)")
+        return
+    seen = fleet(info)
+    table = Table(title=f"testdb runs on {mask_url(info.url)}", title_justify="left")
+    for column in ("run", "prefix", "owner", "pid", "started", "alive by", "reserved", "dbs", "conns"):
+        table.add_column(column, no_wrap=column in ("run", "alive by"))
+    for run in seen.runs:
+        reserved = "waiting" if run.waiting else str(run.reserved or "-")
+        started = describe_age(run.started) + " ago" if run.started else "?"
+        pid = str(run.pid) if run.pid is not None else "?"
+        cells = (run.prefix, run.owner, pid, started, run.liveness, reserved, str(len(run.databases)))
+        table.add_row(run.run_id, *cells, str(run.connections))
+    Console(highlight=False).print(table)
+    _say(f"testdb: {len(seen.runs)} runs, {len(seen.templates)} cached templates")
 
 
 def _container_line(state: RunState) -> str:
