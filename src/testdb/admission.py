@@ -163,14 +163,14 @@ def snapshot(conn: psycopg.Connection[Any], limits: list[Limit], ticket: int | N
     locks = conn.execute(_LOCKS_SQL, (LOCK_NAMESPACE, TICKET_NAMESPACE, SLOT_NAMESPACE)).fetchall()
     slots_by_pid: dict[int, int] = {}
     run_keys_by_pid: dict[int, int] = {}
-    tickets: list[int] = []
+    tickets: list[tuple[int, int]] = []  # (pid, ticket)
     for pid, namespace, key in locks:
         if namespace == SLOT_NAMESPACE:
             slots_by_pid[pid] = slots_by_pid.get(pid, 0) + 1
         elif namespace == LOCK_NAMESPACE:
             run_keys_by_pid[pid] = int(key)
         else:
-            tickets.append(int(key))
+            tickets.append((pid, int(key)))
     admitted = {run_keys_by_pid[pid] for pid in slots_by_pid if pid in run_keys_by_pid}
     theirs = {
         row.name
@@ -189,9 +189,11 @@ def snapshot(conn: psycopg.Connection[Any], limits: list[Limit], ticket: int | N
     for pid, count in slots_by_pid.items():
         used["server"] += count
         used["role"] += count if pid in role_pids else 0
+    # The queue is per role: a run waiting on another role's limit does not hold us up.
+    queue = [key for pid, key in tickets if pid in role_pids]
     mine = _unsigned(ticket) if ticket is not None else None
-    ahead = sum(1 for t in tickets if mine is not None and _before(t, mine))
-    behind = sum(1 for t in tickets if mine is not None and _before(mine, t))
+    ahead = sum(1 for t in queue if mine is not None and _before(t, mine))
+    behind = sum(1 for t in queue if mine is not None and _before(mine, t))
     return Snapshot(limits, used, ahead, behind)
 
 
