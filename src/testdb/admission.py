@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from testdb.errors import TestdbError
+from testdb.errors import ServerError
 from testdb.provision import LOCK_NAMESPACE, MAX_PARALLEL_CLONES, list_databases, lock_key
 from testdb.servers.base import ServerInfo, connect, describe
 
@@ -55,7 +55,7 @@ POLL_S = 0.5
 REPEAT_NOTICE_S = 30.0
 
 
-class AdmissionError(TestdbError):
+class AdmissionError(ServerError):
     """The server cannot (or did not in time) give a run the connections it needs."""
 
 
@@ -228,7 +228,8 @@ def check_possible(limits: list[Limit], workers: int) -> None:
         if wanted > limit.limit:
             most = max((limit.limit - OWN_CONNECTIONS) // MIN_PER_WORKER, 0)
             raise AdmissionError(
-                f"-n {workers} needs at least {wanted} connections; {limit.label} is {limit.limit}",
+                f"too many workers: -n {workers} needs at least {wanted} connections;"
+                f" {limit.label} is {limit.limit}",
                 hint=f"use -n {most} or fewer, or raise that limit on the server",
             )
 
