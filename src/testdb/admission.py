@@ -157,43 +157,68 @@ def _before(a: int, b: int) -> bool:
     return 0 < (b - a) % 2**32 < 2**31
 
 
-def snapshot(conn: psycopg.Connection[Any], limits: list[Limit], ticket: int | None) -> Snapshot:
-    """Who holds what, from pg_stat_activity, pg_locks and the databases' markers."""
-    sessions = conn.execute(_SESSIONS_SQL).fetchall()
-    locks = conn.execute(_LOCKS_SQL, (LOCK_NAMESPACE, TICKET_NAMESPACE, SLOT_NAMESPACE)).fetchall()
-    slots_by_pid: dict[int, int] = {}
-    run_keys_by_pid: dict[int, int] = {}
-    tickets: list[tuple[int, int]] = []  # (pid, ticket)
-    for pid, namespace, key in locks:
+@dataclass
+class Holders:
+    """Who holds testdb's advisory locks, by backend pid."""
+
+    slots: dict[int, int]  # pid -> admission slots held
+    run_keys: dict[int, int]  # pid -> the liveness-lock key it holds
+    tickets: list[tuple[int, int]]  # (pid, ticket) of waiting runs
+
+
+def read_holders(conn: psycopg.Connection[Any]) -> Holders:
+    holders = Holders({}, {}, [])
+    for pid, namespace, key in conn.execute(_LOCKS_SQL, (LOCK_NAMESPACE, TICKET_NAMESPACE, SLOT_NAMESPACE)):
         if namespace == SLOT_NAMESPACE:
-            slots_by_pid[pid] = slots_by_pid.get(pid, 0) + 1
+            holders.slots[pid] = holders.slots.get(pid, 0) + 1
         elif namespace == LOCK_NAMESPACE:
-            run_keys_by_pid[pid] = int(key)
+            holders.run_keys[pid] = int(key)
         else:
-            tickets.append((pid, int(key)))
-    admitted = {run_keys_by_pid[pid] for pid in slots_by_pid if pid in run_keys_by_pid}
-    theirs = {
+            holders.tickets.append((pid, int(key)))
+    return holders
+
+
+def admitted_databases(conn: psycopg.Connection[Any], holders: Holders) -> set[str]:
+    """Databases whose marker names a run that holds admission slots."""
+    admitted = {holders.run_keys[pid] for pid in holders.slots if pid in holders.run_keys}
+    return {
         row.name
         for row in list_databases(conn)
         if row.marker is not None and _unsigned(lock_key(row.marker.run_id)) in admitted
     }
+
+
+def count_used(
+    sessions: list[tuple[int, bool, bool, str]], holders: Holders, theirs: set[str]
+) -> dict[str, int]:
+    """Connections others hold, per scope: admitted runs by reservation, the rest as they are."""
     used = {"server": 0, "role": 0, "database": 0}
-    for pid, same_role, same_db, datname in sessions:
-        if same_db:
-            used["database"] += 1  # the maintenance database's cap counts real sessions only
-        if pid in slots_by_pid or datname in theirs:
-            continue  # inside an admitted run's reservation, counted below
-        used["server"] += 1
-        used["role"] += 1 if same_role else 0
     role_pids = {pid for pid, same_role, _, _ in sessions if same_role}
-    for pid, count in slots_by_pid.items():
+    for pid, same_role, same_db, datname in sessions:
+        used["database"] += 1 if same_db else 0  # that cap counts real sessions only
+        if pid not in holders.slots and datname not in theirs:
+            used["server"] += 1
+            used["role"] += 1 if same_role else 0
+    for pid, count in holders.slots.items():
         used["server"] += count
         used["role"] += count if pid in role_pids else 0
-    # The queue is per role: a run waiting on another role's limit does not hold us up.
+    return used
+
+
+def queue_position(tickets: list[tuple[int, int]], role_pids: set[int], ticket: int) -> tuple[int, int]:
+    """(ahead, behind) among the waiting runs of our role: another role's wait is not ours."""
     queue = [key for pid, key in tickets if pid in role_pids]
-    mine = _unsigned(ticket) if ticket is not None else None
-    ahead = sum(1 for t in queue if mine is not None and _before(t, mine))
-    behind = sum(1 for t in queue if mine is not None and _before(mine, t))
+    mine = _unsigned(ticket)
+    return sum(1 for t in queue if _before(t, mine)), sum(1 for t in queue if _before(mine, t))
+
+
+def snapshot(conn: psycopg.Connection[Any], limits: list[Limit], ticket: int) -> Snapshot:
+    """Who holds what, from pg_stat_activity, pg_locks and the databases' markers."""
+    sessions = conn.execute(_SESSIONS_SQL).fetchall()
+    holders = read_holders(conn)
+    used = count_used(sessions, holders, admitted_databases(conn, holders))
+    role_pids = {pid for pid, same_role, _, _ in sessions if same_role}
+    ahead, behind = queue_position(holders.tickets, role_pids, ticket)
     return Snapshot(limits, used, ahead, behind)
 
 
@@ -319,34 +344,47 @@ def reserve(
             _release(conn, SLOT_NAMESPACE, reservation.slots)
 
 
+class _Waiting:
+    """Says what a run waits for: when its place in the queue changes, else every 30s."""
+
+    def __init__(self, notify: Notify) -> None:
+        self.notify, self.started = notify, time.monotonic()
+        self.said: int | None = None  # runs ahead when we last spoke (free counts are too noisy)
+        self.said_at = 0.0
+
+    def tell(self, snap: Snapshot, message: str) -> None:
+        now = time.monotonic()
+        if snap.ahead != self.said or now - self.said_at > REPEAT_NOTICE_S:
+            self.notify(message)
+            self.said, self.said_at = snap.ahead, now
+
+    def admitted(self, connections: int) -> float:
+        waited = time.monotonic() - self.started
+        if self.said is not None:
+            self.notify(f"admitted after {waited:.0f}s: {connections} connections")
+        return waited
+
+
 def _admit(
     info: ServerInfo, conn: psycopg.Connection[Any], workers: int, settings: Settings, notify: Notify
 ) -> Reservation:
     limits = read_limits(conn, settings.max_connections_headroom)
     check_possible(limits, workers)
-    started = time.monotonic()
-    deadline = started + settings.admission.wait
+    waiting = _Waiting(notify)
+    deadline = waiting.started + settings.admission.wait
     ticket = _take_ticket(conn)
-    said: int | None = None  # runs ahead when we last said so: the free count is too noisy
-    said_at = 0.0
     try:
         while True:
             snap, slots, per_worker = _try_admit(conn, limits, ticket, workers)
             if slots:
-                waited = time.monotonic() - started
-                if said is not None:
-                    notify(f"admitted after {waited:.0f}s: {len(slots)} connections")
-                return Reservation(len(slots), split_pool(per_worker), waited, slots)
+                return Reservation(len(slots), split_pool(per_worker), waiting.admitted(len(slots)), slots)
             message = waiting_message(snap, workers)
-            now = time.monotonic()
-            if now >= deadline:
+            if time.monotonic() >= deadline:
                 raise AdmissionError(
                     f"gave up after {settings.admission.wait:.0f}s on {describe(info.admin_url)}: {message}",
                     hint="raise --wait (admission.wait), use fewer workers (-n), or raise the server limits",
                 )
-            if snap.ahead != said or now - said_at > REPEAT_NOTICE_S:
-                notify(message)
-                said, said_at = snap.ahead, now
-            time.sleep(min(POLL_S, max(deadline - now, 0.01)))
+            waiting.tell(snap, message)
+            time.sleep(min(POLL_S, max(deadline - time.monotonic(), 0.01)))
     finally:
         _release(conn, TICKET_NAMESPACE, [ticket])

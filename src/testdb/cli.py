@@ -21,7 +21,7 @@ from rich.table import Table
 from typer.exceptions import TyperException
 
 from testdb import lifecycle
-from testdb.config import SERVER_KINDS, Settings, load_settings
+from testdb.config import SERVER_KINDS, Settings, load_settings, parse_duration
 from testdb.envvars import OUTPUT_FORMATS, format_environment, mask_url
 from testdb.errors import ConfigError, TestdbError
 from testdb.prune import prune as prune_databases
@@ -82,9 +82,12 @@ def _settings(**options: Any) -> Settings:
         options["names"] = "unique"
     if options.pop("keep_server", False):
         options["embedded"] = {"keep": True}
-    if options.get("wait") is not None:
-        options["admission"] = {"wait": options.pop("wait")}
-    options.pop("wait", None)
+    wait = options.pop("wait", None)
+    if wait is not None:
+        try:
+            options["admission"] = {"wait": parse_duration(wait)}
+        except ValueError as exc:
+            raise ConfigError(f"invalid --wait: {exc}", hint="e.g. --wait 90s, --wait 10m") from None
     return load_settings(Path.cwd(), options)
 
 
