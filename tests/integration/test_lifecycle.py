@@ -15,7 +15,6 @@ from testdb.config import Settings
 from testdb.errors import OwnershipError, ServerError
 from testdb.ownership import Marker, list_databases, set_marker
 from testdb.servers.base import ServerInfo, admin_connection
-from testdb.state import RunState
 
 
 def _up(settings: Settings, tmp_path: Path, workers: int = 2, unique: bool = False):  # type: ignore[no-untyped-def]
