@@ -57,9 +57,9 @@ def make_url(text: str) -> PgUrl:
     """Parse ``text``; a malformed URL is a ConfigError that never echoes the password."""
     try:
         parts = urlsplit(text)
-        port = parts.port
     except ValueError:
         raise ConfigError("malformed database URL", hint=_HINT) from None
+    port = _port(parts.netloc)
     if not parts.scheme or "://" not in text:
         raise ConfigError("malformed database URL", hint=_HINT)
     return PgUrl(
@@ -71,6 +71,17 @@ def make_url(text: str) -> PgUrl:
         database=unquote(parts.path[1:]) if len(parts.path) > 1 else None,
         query=dict(parse_qsl(parts.query)),
     )
+
+
+def _port(netloc: str) -> int | None:
+    """The port as written; range checks are the caller's (urlsplit refuses > 65535 outright)."""
+    hostport = netloc.rpartition("@")[2].rpartition("]")[2]
+    _, colon, port = hostport.rpartition(":")
+    if not colon or not port:
+        return None
+    if not port.isdigit():
+        raise ConfigError("malformed database URL", hint=_HINT)
+    return int(port)
 
 
 def _host(netloc: str) -> str | None:
