@@ -37,7 +37,8 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from testdb.errors import ServerError
-from testdb.provision import LOCK_NAMESPACE, MAX_PARALLEL_CLONES, list_databases, lock_key
+from testdb.ownership import LOCK_NAMESPACE, list_databases, lock_key
+from testdb.provision import MAX_PARALLEL_CLONES
 from testdb.servers.base import ServerInfo, connect, describe
 
 if TYPE_CHECKING:

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
-
-import psycopg
+from typing import TYPE_CHECKING, Any
 
 from testdb.admission import SLOT_NAMESPACE, TICKET_NAMESPACE
-from testdb.provision import LOCK_NAMESPACE, DatabaseRow, list_databases
+from testdb.ownership import LOCK_NAMESPACE, DatabaseRow, list_databases
 from testdb.servers.base import ServerInfo, admin_connection
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from testdb.config import Settings
 
 
 @dataclass
@@ -130,3 +133,13 @@ def fleet(info: ServerInfo) -> Fleet:
     templates = [row for row in rows if row.marker is not None and row.marker.role == "template"]
     ordered = sorted(runs.values(), key=lambda run: (not run.alive, run.started or 0.0))
     return Fleet(ordered, templates)
+
+
+def fleet_server(settings: Settings, *, explicit: bool) -> ServerInfo | None:
+    """The server to look at: the one named (``--url``/``--server``), else the recorded
+    run's, else one that is already running here. Never starts one."""
+    from testdb.servers import find_server
+    from testdb.state import load_state
+
+    state = None if explicit else load_state(settings.state_dir)
+    return state.server if state is not None else find_server(settings)

@@ -163,7 +163,9 @@ def test_a_request_no_idle_server_could_admit_fails_at_once_with_the_largest_n(
 ) -> None:
     info = capped_role(10)
     started = time.monotonic()
-    with pytest.raises(AdmissionError, match="too many workers: -n 20 needs at least 42 connections") as caught:
+    with pytest.raises(
+        AdmissionError, match="too many workers: -n 20 needs at least 42 connections"
+    ) as caught:
         admit_once(info, 20, settings(wait=60), lambda _: None)
     assert caught.value.hint is not None and "-n 4 or fewer" in caught.value.hint
     assert time.monotonic() - started < 5

@@ -199,7 +199,7 @@ def test_up_provisions_workers_and_down_removes_the_container(
     settings = docker_settings(tmp_path)
     volumes = volume_names(client)
     progress = lifecycle.Progress()
-    state = lifecycle.up(settings, 2, unique=False, root=tmp_path, progress=progress)
+    state = lifecycle.up(settings, lifecycle.Request(2, False, root=tmp_path), progress=progress)
     try:
         assert state.server.kind == "docker"
         assert len(run_containers(client, state.run_id)) == 1
@@ -208,7 +208,7 @@ def test_up_provisions_workers_and_down_removes_the_container(
                 assert conn.execute("SELECT current_database()").fetchone() == (database,)
         assert set(state.workers) == {"gw0", "gw1"}
     finally:
-        lifecycle.down(state)
+        lifecycle.teardown(state)
     assert_nothing_left(client, state.run_id)
     assert volume_names(client) - volumes == set()
 
@@ -218,20 +218,20 @@ def test_reuse_keeps_the_container_and_its_template_for_the_next_up(
 ) -> None:
     settings = docker_settings(tmp_path, reuse=True)
     first_progress, second_progress = lifecycle.Progress(), lifecycle.Progress()
-    first = lifecycle.up(settings, 2, unique=False, root=tmp_path, progress=first_progress)
+    first = lifecycle.up(settings, lifecycle.Request(2, False, root=tmp_path), progress=first_progress)
     container_id = first.server.container_id
     try:
         assert first.server.extra["reuse"] is True
-        lifecycle.down(first)
+        lifecycle.teardown(first)
         kept = client.containers.get(container_id)
         assert kept.status == "running" and kept.labels[backend.LABEL_REUSE] == "1"
 
-        second = lifecycle.up(settings, 2, unique=False, root=tmp_path, progress=second_progress)
+        second = lifecycle.up(settings, lifecycle.Request(2, False, root=tmp_path), progress=second_progress)
         assert second.server.container_id == container_id
         assert second.server.reason.startswith(f"reusing container {container_id[:12]}")
         assert first_progress.template_built is True
         assert second_progress.template_built is False
-        lifecycle.down(second, stop_server=True)
+        lifecycle.teardown(second, stop_server=True)
         assert client.containers.list(all=True, filters={"id": container_id}) == []
     finally:
         for container in client.containers.list(all=True, filters={"id": container_id}):
