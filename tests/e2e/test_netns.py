@@ -36,7 +36,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from testdb.provision import LOCK_NAMESPACE, list_databases, lock_key
+from testdb.ownership import LOCK_NAMESPACE, list_databases, lock_key
 
 TESTDB = Path(sys.executable).parent / "testdb"
 ROLE, PASSWORD = "fleet_runner", secrets.token_urlsafe(16)

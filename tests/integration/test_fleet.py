@@ -12,8 +12,8 @@ from testdb import lifecycle
 from testdb.admission import label_session
 from testdb.config import Settings
 from testdb.fleet import FleetRun, fleet
-from testdb.provision import Marker, RunLock, set_marker
-from testdb.servers.base import ServerInfo, admin_connection
+from testdb.ownership import Marker, RunLock, set_marker
+from testdb.servers.base import ServerInfo, admin_connection, connect
 
 
 def _run(info: ServerInfo, run_id: str) -> FleetRun:
@@ -32,7 +32,8 @@ def test_a_bound_run_shows_its_lock_reservation_owner_and_databases(
     make_settings: Callable[..., Settings], pg_server: ServerInfo, tmp_path: Path
 ) -> None:
     progress = lifecycle.Progress()
-    with lifecycle.bound_run(make_settings(), 2, unique=True, root=tmp_path, progress=progress) as state:
+    request = lifecycle.Request(2, unique=True, root=tmp_path)
+    with lifecycle.bound_run(make_settings(), request, progress=progress) as state:
         run = _run(pg_server, state.run_id)
     assert (run.liveness, len(run.databases)) == ("lock", 3)
     assert run.reserved >= 2 + 2 * 2
@@ -53,7 +54,7 @@ def test_a_detached_run_is_alive_by_its_lease(pg_server: ServerInfo, prefix: str
 
 def test_a_run_that_has_no_database_yet_is_named_by_its_lock_connection(pg_server: ServerInfo) -> None:
     run_id = secrets.token_hex(6)
-    with RunLock(pg_server, run_id) as lock:
+    with RunLock(lambda: connect(pg_server.admin_url), run_id) as lock:
         assert lock.conn is not None
         label_session(lock.conn, run_id)
         run = _run(pg_server, run_id)
