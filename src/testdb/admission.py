@@ -317,6 +317,33 @@ def label_session(conn: psycopg.Connection[Any], run_id: str) -> None:
     conn.execute("SELECT set_config('application_name', %s, false)", (name[:63],))
 
 
+# How PostgreSQL says a new session does not fit (max_connections, reserved slots, the
+# role's or the database's CONNECTION LIMIT); libpq gives no SQLSTATE before a session exists.
+FULL_SIGNS = ("too many clients", "too many connections", "connection slots are reserved")
+
+
+def connect_waiting(info: ServerInfo, settings: Settings, notify: Notify) -> psycopg.Connection[Any]:
+    """A run's first connection: while the server or role is full, wait (up to
+    ``admission.wait``) instead of failing, since every run's share includes it."""
+    deadline = time.monotonic() + settings.admission.wait
+    said = False
+    while True:
+        try:
+            return connect(info.admin_url)
+        except ServerError as exc:
+            if not any(sign in exc.message.lower() for sign in FULL_SIGNS):
+                raise
+            if time.monotonic() >= deadline:
+                raise AdmissionError(
+                    f"gave up after {settings.admission.wait:.0f}s waiting for a connection: {exc.message}",
+                    hint="raise --wait (admission.wait), or raise the server limits",
+                ) from None
+            if not said:
+                notify(f"waiting for a connection: {describe(info.admin_url)} is full")
+                said = True
+            time.sleep(POLL_S)
+
+
 @contextlib.contextmanager
 def reserve(
     info: ServerInfo,
@@ -335,7 +362,7 @@ def reserve(
     """
     with contextlib.ExitStack() as stack:
         if conn is None:
-            conn = stack.enter_context(connect(info.admin_url))
+            conn = stack.enter_context(connect_waiting(info, settings, notify))
         if run_id is not None:
             label_session(conn, run_id)
         reservation = _admit(info, conn, workers, settings, notify)

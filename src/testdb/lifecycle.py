@@ -24,7 +24,7 @@ from testdb.naming import SERIAL_WORKER, database_names, is_protected, new_run_i
 from testdb.ownership import DatabaseRow, Liveness, Marker, RunLock, list_databases, set_marker
 from testdb.provision import check_names_free, clone_databases, connection_budget, drop_databases, owned_names
 from testdb.servers import acquire_server, backend, release_server
-from testdb.servers.base import ServerInfo, admin_connection, connect, describe
+from testdb.servers.base import ServerInfo, admin_connection, describe
 from testdb.signals import shielded
 from testdb.state import RunState, load_state, remove_state, require_state, save_state
 
@@ -209,10 +209,10 @@ def bound_run(settings: Settings, request: Request, *, progress: Progress) -> It
     with progress.phase("server"):
         info = acquire_server(settings, run_id, progress.notices)
     try:
-        from testdb.admission import reserve
+        from testdb.admission import connect_waiting, reserve
 
         with (
-            RunLock(lambda: connect(info.admin_url), run_id) as lock,
+            RunLock(lambda: connect_waiting(info, settings, progress.say), run_id) as lock,
             reserve(
                 info, request.workers, settings, progress.say, conn=lock.conn, run_id=run_id
             ) as reservation,

@@ -22,11 +22,12 @@ from testdb.admission import (
     MIN_PER_WORKER,
     AdmissionError,
     Reservation,
+    connect_waiting,
     read_limits,
     reserve,
 )
 from testdb.config import Settings, load_settings
-from testdb.servers.base import ServerInfo, connect
+from testdb.servers.base import ServerInfo, connect, describe
 
 Capped = Callable[[int], ServerInfo]
 
@@ -187,3 +188,33 @@ def test_the_role_limit_is_read_from_the_catalog(capped_role: Capped) -> None:
     with connect(info.admin_url) as conn:
         limits = read_limits(conn, headroom=0)
     assert [limit.limit for limit in limits if limit.scope == "role"] == [24]
+
+
+def test_a_run_waits_for_its_first_connection_while_the_role_is_full(
+    capped_role: Capped, settings: Callable[..., Settings]
+) -> None:
+    info = capped_role(4)
+    others = open_sessions(info, 4)
+    said: list[str] = []
+
+    def close_others() -> None:
+        for conn in others:
+            conn.close()
+
+    threading.Timer(1.0, close_others).start()
+    with connect_waiting(info, settings(wait=30), said.append) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert said == [f"waiting for a connection: {describe(info.admin_url)} is full"]
+
+
+def test_a_full_role_fails_in_one_line_after_the_wait(
+    capped_role: Capped, settings: Callable[..., Settings]
+) -> None:
+    info = capped_role(2)
+    others = open_sessions(info, 2)
+    try:
+        with pytest.raises(AdmissionError, match="gave up after 1s waiting for a connection"):
+            connect_waiting(info, settings(wait=1), lambda _: None)
+    finally:
+        for conn in others:
+            conn.close()
