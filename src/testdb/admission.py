@@ -139,7 +139,8 @@ SELECT a.pid, a.usesysid = r.oid, a.datid = d.oid, a.datname
 FROM pg_stat_activity a, pg_roles r, pg_database d
 WHERE r.rolname = current_user AND d.datname = current_database()
   AND a.pid <> pg_backend_pid()
-  AND (a.backend_type = 'client backend' OR a.backend_type IS NULL AND a.usesysid IS NOT NULL)
+  AND (a.backend_type = 'client backend'  -- hidden (NULL) for other roles' sessions without pg_read_all_stats
+       OR a.backend_type IS NULL AND a.usesysid IS NOT NULL AND a.datid IS NOT NULL)
 """
 
 _LOCKS_SQL = """
