@@ -5,10 +5,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from psycopg import sql
 
 from testdb.config import Settings, load_settings
 from testdb.ownership import list_databases
-from testdb.servers.base import ServerInfo, admin_connection
+from testdb.servers.base import ServerInfo, admin_connection, connect
 
 
 @pytest.fixture
@@ -46,3 +47,27 @@ def _drop_leftovers(pg_server: ServerInfo, prefix: str) -> Iterator[None]:
         for row in list_databases(conn):
             if row.name.startswith(prefix) and row.marker is not None:
                 drop_database(conn, row.name)
+
+
+@pytest.fixture
+def capped_role(pg_server: ServerInfo) -> Iterator[Callable[[int], ServerInfo]]:
+    """``capped_role(24)``: a new LOGIN CREATEDB role limited to 24 connections, as a server."""
+    made: list[str] = []
+
+    def make(limit: int) -> ServerInfo:
+        name, password = f"testdb_adm_{secrets.token_hex(4)}", secrets.token_urlsafe(12)
+        with connect(pg_server.admin_url) as conn:
+            conn.execute(
+                sql.SQL("CREATE ROLE {} LOGIN CREATEDB CONNECTION LIMIT {} PASSWORD {}").format(
+                    sql.Identifier(name), sql.Literal(limit), sql.Literal(password)
+                )
+            )
+        made.append(name)
+        url = pg_server.admin_url.set(username=name, password=password)
+        return ServerInfo(kind="url", url=url.render_as_string(hide_password=False))
+
+    yield make
+    with connect(pg_server.admin_url) as conn:
+        for name in made:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (name,))
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))

@@ -7,7 +7,6 @@ tightest cap and other tests' sessions on the shared server do not count against
 from __future__ import annotations
 
 import contextlib
-import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,7 +15,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from testdb.admission import (
     MIN_PER_WORKER,
@@ -30,30 +28,6 @@ from testdb.config import Settings, load_settings
 from testdb.servers.base import ServerInfo, connect, describe
 
 Capped = Callable[[int], ServerInfo]
-
-
-@pytest.fixture
-def capped_role(pg_server: ServerInfo) -> Iterator[Capped]:
-    """``capped_role(24)``: a new LOGIN CREATEDB role limited to 24 connections, as a server."""
-    made: list[str] = []
-
-    def make(limit: int) -> ServerInfo:
-        name, password = f"testdb_adm_{secrets.token_hex(4)}", secrets.token_urlsafe(12)
-        with connect(pg_server.admin_url) as conn:
-            conn.execute(
-                sql.SQL("CREATE ROLE {} LOGIN CREATEDB CONNECTION LIMIT {} PASSWORD {}").format(
-                    sql.Identifier(name), sql.Literal(limit), sql.Literal(password)
-                )
-            )
-        made.append(name)
-        url = pg_server.admin_url.set(username=name, password=password)
-        return ServerInfo(kind="url", url=url.render_as_string(hide_password=False))
-
-    yield make
-    with connect(pg_server.admin_url) as conn:
-        for name in made:
-            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (name,))
-            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
 
 
 @pytest.fixture

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from psycopg import sql
 
 from testdb import lifecycle
-from testdb.admission import label_session
-from testdb.config import Settings
+from testdb.admission import AdmissionError, label_session, reserve
+from testdb.config import Settings, load_settings
 from testdb.fleet import FleetRun, fleet
 from testdb.ownership import Marker, RunLock, set_marker
 from testdb.servers.base import ServerInfo, admin_connection, connect
@@ -68,3 +70,24 @@ def test_templates_are_listed_apart_from_runs(pg_server: ServerInfo, prefix: str
     seen = fleet(pg_server)
     assert f"{prefix}_tpl_0123" in [row.name for row in seen.templates]
     assert not [run for run in seen.runs if run.run_id == run_id]
+
+
+def test_a_run_waiting_for_admission_shows_as_waiting(
+    capped_role: Callable[[int], ServerInfo], tmp_path: Path
+) -> None:
+    info = capped_role(12)
+    settings = load_settings(tmp_path, {"admission": {"wait": 10}, "max_connections_headroom": 0})
+    waiting = threading.Event()
+    run_id = secrets.token_hex(6)
+
+    def second_run() -> None:
+        with RunLock(lambda: connect(info.admin_url), run_id) as lock, contextlib.suppress(AdmissionError):
+            reserve(info, 3, settings, lambda _: waiting.set(), conn=lock.conn, run_id=run_id).__enter__()
+
+    with connect(info.admin_url) as first, reserve(info, 3, settings, lambda _: None, conn=first):
+        thread = threading.Thread(target=second_run)
+        thread.start()
+        assert waiting.wait(10)
+        run = _run(info, run_id)
+    thread.join()  # admitted once the first run let go
+    assert (run.liveness, run.waiting, run.reserved) == ("lock", True, 0)
