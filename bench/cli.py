@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import secrets
+import shutil
 import statistics
 import subprocess
 import sys
@@ -75,12 +76,16 @@ def psql_floor(admin_url: str, template: str, prefix: str) -> float:
     return time.perf_counter() - started
 
 
-def run_case(cwd: Path, server: list[str], prefix: str, runs: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+Timing = tuple[float, float, float]
+
+
+def run_case(cwd: Path, server: list[str], prefix: str, runs: int) -> tuple[Timing, Timing]:
     """testdb run vs the psql floor on one server kind (template warmed first)."""
     env = clean_env()
     argv = [TESTDB, "run", *server, "--prefix", prefix, "-n", "2", "--", "true"]
     wall(argv, cwd, env)  # builds the template (and starts a kept embedded server)
-    up_env = json.loads(capture([TESTDB, "up", *server, "--prefix", prefix, "-n", "1", "-f", "json"], cwd, env))
+    up = [TESTDB, "up", *server, "--prefix", prefix, "-n", "1", "-f", "json"]
+    up_env = json.loads(capture(up, cwd, env))
     capture([TESTDB, "down"], cwd, env)
     admin, template = up_env["TESTDB_ADMIN_URL"], up_env["TESTDB_TEMPLATE"]
     testdb = median(runs, lambda: wall(argv, cwd, env))
@@ -88,12 +93,18 @@ def run_case(cwd: Path, server: list[str], prefix: str, runs: int) -> tuple[tupl
     return testdb, floor
 
 
-def pytest_case(runs: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def pytest_case(runs: int) -> tuple[Timing, Timing]:
+    """A one-test project in a plain venv (pytest + testdb only: no other plugins' noise)."""
+    uv = os.environ.get("UV") or shutil.which("uv") or str(HERE.parent / ".tools" / "bin" / "uv")
     with tempfile.TemporaryDirectory(prefix="testdb-bench-pytest-") as tmp:
         root = Path(tmp)
+        subprocess.run([uv, "venv", "-q", str(root / "venv")], check=True)
+        python = str(root / "venv" / "bin" / "python")
+        subprocess.run([uv, "pip", "install", "-q", "-p", python, "pytest", str(HERE.parent)], check=True)
         (root / "test_one.py").write_text("def test_one():\n    assert True\n")
         env = clean_env(PYTHONDONTWRITEBYTECODE="1")
-        base = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_one.py"]
+        base = [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_one.py"]
+        wall(base, root, env)  # warm the page cache
         idle = median(runs, lambda: wall(base, root, env))
         without = median(runs, lambda: wall([*base, "-p", "no:testdb"], root, env))
     return idle, without
@@ -108,7 +119,8 @@ def main() -> None:
         cwd = Path(tmp)
         os.chmod(cwd, 0o755)
         env = clean_env()
-        minimal = median(args.runs, lambda: wall([sys.executable, str(HERE / "minimal_typer.py"), "--help"], cwd))
+        floor_app = [sys.executable, str(HERE / "minimal_typer.py"), "--help"]
+        minimal = median(args.runs, lambda: wall(floor_app, cwd))
         helped = median(args.runs, lambda: wall([TESTDB, "--help"], cwd, env))
         capture([TESTDB, "up", "--server", "local", "--prefix", prefix, "-n", "2"], cwd, env)
         try:
@@ -120,21 +132,26 @@ def main() -> None:
         try:
             emb_run, emb_floor = run_case(cwd, embedded, prefix, args.runs)
         finally:
-            subprocess.run([TESTDB, "up", *embedded, "--prefix", prefix, "-n", "1"], cwd=cwd, env=env, capture_output=True)
-            subprocess.run([TESTDB, "down", "--stop-server", "--templates"], cwd=cwd, env=env, capture_output=True)
-            subprocess.run([TESTDB, "up", "--server", "local", "--prefix", prefix, "-n", "1"], cwd=cwd, env=env, capture_output=True)
-            subprocess.run([TESTDB, "down", "--templates"], cwd=cwd, env=env, capture_output=True)
+            for server in (embedded, ["--server", "local"]):  # leave no template, no kept server
+                quiet([TESTDB, "up", *server, "--prefix", prefix, "-n", "1"], cwd, env)
+                quiet([TESTDB, "down", "--stop-server", "--templates"], cwd, env)
     idle, without = pytest_case(args.runs)
     report(args.runs, minimal, helped, env_s, local_run, local_floor, emb_run, emb_floor, idle, without)
 
 
-def fmt(t: tuple[float, ...]) -> str:
-    return f"{t[0]:.3f} ({t[1]:.3f}–{t[2]:.3f})"
+def quiet(argv: Sequence[str], cwd: Path, env: dict[str, str]) -> None:
+    subprocess.run(list(argv), cwd=cwd, env=env, capture_output=True, check=False)
 
 
-def report(runs: int, minimal, helped, env_s, local_run, local_floor, emb_run, emb_floor, idle, without) -> None:  # type: ignore[no-untyped-def]
+def fmt(t: Timing) -> str:
+    return f"{t[0]:.3f} ({t[1]:.3f}-{t[2]:.3f})"
+
+
+def report(  # type: ignore[no-untyped-def]
+    runs: int, minimal, helped, env_s, local_run, local_floor, emb_run, emb_floor, idle, without
+) -> None:
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    table = Table(title=f"CLI start-up and run overhead, median (min–max) of {runs} runs ({machine})")
+    table = Table(title=f"CLI start-up and run overhead, median (min-max) of {runs} runs ({machine})")
     for column in ("case", "baseline s", "testdb s", "baseline / testdb"):
         table.add_column(column, justify="left" if column == "case" else "right")
     rows = [
@@ -161,6 +178,7 @@ def report(runs: int, minimal, helped, env_s, local_run, local_floor, emb_run, e
                 "embedded_run_s": round(emb_run[0], 4),
                 "embedded_floor_s": round(emb_floor[0], 4),
                 "pytest_idle_s": round(idle[0], 4),
+                "pytest_idle_cost_ms": round((idle[0] - without[0]) * 1000, 1),
                 "pytest_without_s": round(without[0], 4),
                 "runs": runs,
             }

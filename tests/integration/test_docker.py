@@ -235,6 +235,7 @@ def test_reuse_keeps_the_container_and_its_template_for_the_next_up(
 
         second = lifecycle.up(settings, lifecycle.Request(2, False, root=tmp_path), progress=second_progress)
         assert second.server.container_id == container_id
+        assert container_id is not None
         assert second.server.reason.startswith(f"reusing container {container_id[:12]}")
         assert first_progress.template_built is True
         assert second_progress.template_built is False
@@ -304,7 +305,7 @@ def test_unreachable_engine(engine: str, tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_image_missing_and_not_pullable(engine: str, client: Any, tmp_path: Path) -> None:
-    run_id, notices = new_run_id(), []
+    run_id, notices = new_run_id(), list[str]()
     with pytest.raises(DockerError) as exc:
         backend.acquire(docker_settings(tmp_path, image="testdb-nope:0"), run_id, notices)
     assert_refused(exc, "image testdb-nope:0 is not present and could not be pulled: ")
