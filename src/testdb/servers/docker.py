@@ -35,17 +35,15 @@ import os
 import re
 import secrets
 import socket
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import platformdirs
-import psycopg
 
-from testdb.errors import DockerError
+from testdb.errors import DockerError, ServerError
 from testdb.locks import file_lock
 from testdb.ownership import Resource
-from testdb.servers.base import ServerInfo, ServerKind
+from testdb.servers.base import ServerInfo, ServerKind, wait_ready
 from testdb.urls import PgUrl
 
 if TYPE_CHECKING:
@@ -284,24 +282,28 @@ class PostgresContainer:
                 f"container {self.short_id} has no published port for {CONTAINER_PORT}",
                 hint="the engine cannot publish ports here (dockerd --bridge=none?); use --server embedded",
             )
-        deadline = time.monotonic() + timeout
-        while not self.answers(connect_timeout=2):
-            self.reload()
-            if self.status not in ("created", "running", "restarting"):
-                code = self.container.attrs.get("State", {}).get("ExitCode")
-                raise DockerError(
-                    f"container {self.short_id} from {self.image} exited during start"
-                    f" (exit code {code}): {self.log_tail()}",
-                    hint="the image must run PostgreSQL and honour POSTGRES_USER/PASSWORD/DB;"
-                    " check docker.image",
-                )
-            if time.monotonic() > deadline:
-                raise DockerError(
-                    f"PostgreSQL in container {self.short_id} did not accept connections"
-                    f" within {timeout:g}s: {self.log_tail()}",
-                    hint="raise docker.start_timeout (TESTDB_DOCKER__START_TIMEOUT) on a slow machine",
-                )
-            time.sleep(POLL_S)
+        try:
+            ready = wait_ready(self.url, timeout, gone=self._exited, poll=POLL_S)
+        except ServerError as exc:
+            raise DockerError(
+                exc.message,
+                hint="the image must run PostgreSQL and honour POSTGRES_USER/PASSWORD/DB; check docker.image",
+            ) from None
+        if not ready:
+            raise DockerError(
+                f"PostgreSQL in container {self.short_id} did not accept connections"
+                f" within {timeout:g}s: {self.log_tail()}",
+                hint="raise docker.start_timeout (TESTDB_DOCKER__START_TIMEOUT) on a slow machine",
+            )
+
+    def _exited(self) -> str | None:
+        """Why the container can no longer come up (it exited), or None while it may."""
+        self.reload()
+        if self.status in ("created", "running", "restarting"):
+            return None
+        code = self.container.attrs.get("State", {}).get("ExitCode")
+        tail = self.log_tail()
+        return f"container {self.short_id} from {self.image} exited during start (exit code {code}): {tail}"
 
     def _start_error(self, exc: BaseException) -> DockerError:
         bind = _BIND_FAILURE.search(str(getattr(exc, "explanation", None) or exc))
@@ -312,22 +314,11 @@ class PostgresContainer:
             )
         return DockerError(f"cannot start container {self.short_id} from {self.image}: {_short(exc)}")
 
-    def answers(self, connect_timeout: int = 2) -> bool:
+    def answers(self) -> bool:
+        """Whether PostgreSQL in it accepts a connection right now."""
         if self.host_port is None or self.password is None:
             return False
-        try:
-            psycopg.connect(
-                host=PUBLISH_HOST,
-                port=self.host_port,
-                user=SUPERUSER,
-                password=self.password,
-                dbname=DATABASE,
-                connect_timeout=connect_timeout,
-                application_name="testdb",
-            ).close()
-        except psycopg.OperationalError:
-            return False
-        return True
+        return wait_ready(self.url, 0)
 
     def log_tail(self, lines: int = LOG_LINES) -> str:
         """The last log lines, led by the last FATAL/ERROR line if that is earlier."""
