@@ -579,6 +579,7 @@ def _resource(pg: PostgresContainer) -> Resource | None:
         kept=pg.reuse,
         url=url,
         answers=pg.answers,
+        label=f"docker container {pg.short_id}",
     )
 
 
