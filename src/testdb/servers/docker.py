@@ -35,6 +35,7 @@ import os
 import re
 import secrets
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -529,31 +530,41 @@ def _labelled(client: DockerClient) -> list[PostgresContainer]:
     return [pg for pg in map(PostgresContainer, found) if is_testdb_container(pg.labels)]
 
 
-def labelled_containers() -> list[dict[str, str]]:
-    """Every container carrying testdb's labels, for ``testdb status``.
+@dataclass(frozen=True)
+class ContainerRow:
+    """One of testdb's containers as ``testdb status`` shows it."""
 
-    Keys: id (short), name, run_id, status, ports, image, reuse ("yes"/"no"), owner
-    ("user@host:pid"), created (ISO 8601). Raises DockerError if no engine answers.
-    """
+    id: str  # short id
+    name: str
+    run_id: str
+    status: str
+    ports: str
+    image: str
+    reuse: bool
+    owner: str  # user@host:pid
+    created: str  # ISO 8601
+
+
+def _row(pg: PostgresContainer) -> ContainerRow:
+    owner = pg.owner
+    return ContainerRow(
+        id=pg.short_id,
+        name=str(pg.container.name),
+        run_id=pg.labels.get(LABEL_RUN, ""),
+        status=pg.status,
+        ports=_addr(pg) if pg.host_port else "",
+        image=pg.image,
+        reuse=pg.reuse,
+        owner=f"{owner.get('user', '?')}@{owner.get('host', '?')}:{owner.get('pid', '?')}",
+        created=pg.labels.get(LABEL_CREATED, ""),
+    )
+
+
+def labelled_containers() -> list[ContainerRow]:
+    """Every container carrying testdb's labels; raises DockerError if no engine answers."""
     client = _client()
     try:
-        rows = []
-        for pg in _labelled(client):
-            owner = pg.owner
-            rows.append(
-                {
-                    "id": pg.short_id,
-                    "name": str(pg.container.name),
-                    "run_id": pg.labels.get(LABEL_RUN, ""),
-                    "status": pg.status,
-                    "ports": _addr(pg) if pg.host_port else "",
-                    "image": pg.image,
-                    "reuse": "yes" if pg.reuse else "no",
-                    "owner": f"{owner.get('user', '?')}@{owner.get('host', '?')}:{owner.get('pid', '?')}",
-                    "created": pg.labels.get(LABEL_CREATED, ""),
-                }
-            )
-        return rows
+        return [_row(pg) for pg in _labelled(client)]
     finally:
         client.close()
 
@@ -609,8 +620,9 @@ class DockerBackend:
     def describe(self, info: ServerInfo) -> str | None:
         short = (info.container_id or "")[:12]
         for row in labelled_containers():
-            if row["id"].startswith(short):
-                return f"container: {row['name']} {row['status']} {row['ports']} reuse={row['reuse']}"
+            if row.id.startswith(short):
+                reuse = "yes" if row.reuse else "no"
+                return f"container: {row.name} {row.status} {row.ports} reuse={reuse}"
         return f"container: {short} is gone"
 
     def resources(self) -> list[Resource]:
