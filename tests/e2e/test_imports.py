@@ -48,7 +48,16 @@ def test_help_and_version_import_nothing_heavy(tmp_path: Path, args: list[str]) 
 def run_up(tmp_path: Path, prefix: str) -> Path:
     """A detached run on the local server, in ``tmp_path``."""
     done = subprocess.run(
-        [str(Path(sys.executable).parent / "testdb"), "up", "--server", "local", "-n", "1", "--prefix", prefix],
+        [
+            str(Path(sys.executable).parent / "testdb"),
+            "up",
+            "--server",
+            "local",
+            "-n",
+            "1",
+            "--prefix",
+            prefix,
+        ],
         cwd=tmp_path,
         env=child_env(),
         capture_output=True,

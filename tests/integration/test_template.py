@@ -116,7 +116,7 @@ def test_concurrent_ups_build_the_template_once(
     for thread in threads:
         thread.join()
     assert not errors
-    assert sorted(progress.template_built for _, progress in results) == [False, True]
+    assert sorted(bool(progress.template_built) for _, progress in results) == [False, True]
     for state, _ in results:
         lifecycle.teardown(state)
 
