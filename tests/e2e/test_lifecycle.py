@@ -227,7 +227,7 @@ def test_down_stops_the_embedded_server_and_deletes_its_data_dir(
     data_dir, pid = server["data_dir"], server["pid"]
     assert Path(data_dir).is_dir()
     assert processes_mentioning(data_dir), "the embedded postgres should be running"
-    port = urlsplit(json.loads(up.out)["DATABASE_URL"]).port
+    url = urlsplit(json.loads(up.out)["DATABASE_URL"])
 
     result = cli("down")
 
@@ -236,7 +236,9 @@ def test_down_stops_the_embedded_server_and_deletes_its_data_dir(
     assert processes_mentioning(data_dir) == []
     assert not pid_alive(pid)
     with pytest.raises(psycopg.OperationalError):
-        psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres", connect_timeout=2)
+        psycopg.connect(  # with the password: refused because nothing answers, not for want of it
+            host="127.0.0.1", port=url.port, user="postgres", password=url.password, connect_timeout=2
+        )
 
 
 def test_down_succeeds_when_a_database_was_dropped_behind_its_back(

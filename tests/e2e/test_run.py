@@ -59,8 +59,13 @@ def assert_nothing_left(env: dict[str, str], prefix: str, admin: psycopg.Connect
     if kind == "embedded":  # the server testdb started is gone: nothing answers on its port
         url = urlsplit(env["DATABASE_URL"])
         with pytest.raises(psycopg.OperationalError):
-            psycopg.connect(
-                host="127.0.0.1", port=url.port, user="postgres", dbname="postgres", connect_timeout=2
+            psycopg.connect(  # with the password: refused because nothing answers, not for want of it
+                host="127.0.0.1",
+                port=url.port,
+                user="postgres",
+                password=url.password,
+                dbname="postgres",
+                connect_timeout=2,
             )
 
 

@@ -149,7 +149,13 @@ def _restart(root: Path, port: int) -> subprocess.Popen[bytes]:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
-            psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres").close()
+            psycopg.connect(
+                host="127.0.0.1",
+                port=port,
+                user="postgres",
+                password=record.get("password"),
+                dbname="postgres",
+            ).close()
             record["pid"] = proc.pid
             (root / "cluster.json").write_text(json.dumps(record))
             return proc
