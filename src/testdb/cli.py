@@ -18,9 +18,9 @@ import psycopg
 import typer
 from rich.console import Console
 from rich.table import Table
-from typer.exceptions import TyperException
 
 from testdb import lifecycle
+from testdb.cli_compat import USAGE_ERRORS
 from testdb.config import SERVER_KINDS, Settings, load_settings
 from testdb.envvars import OUTPUT_FORMATS, format_environment, mask_url
 from testdb.errors import ConfigError, TestdbError
@@ -58,9 +58,21 @@ DropTemplates = Annotated[
 KeepServer = Annotated[bool, typer.Option("--keep-server", help="Keep the embedded cluster for the next up.")]
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from testdb.entry import version_line
+
+        sys.stdout.write(version_line() + "\n")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _root(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", "-V", callback=_print_version, is_eager=True, help="Print the version."),
+    ] = False,
     config: Annotated[
         Path | None, typer.Option("--config", help="Config file (default testdb.toml).")
     ] = None,
@@ -437,7 +449,7 @@ def main() -> None:
         if debug:
             raise
         _fail(f"PostgreSQL refused: {scrub(_first_line(exc))}", _server_hint(exc))
-    except TyperException as exc:  # click's usage errors, vendored by typer
+    except USAGE_ERRORS as exc:  # click's usage errors (vendored by newer typer)
         if debug:
             raise
         ctx = getattr(exc, "ctx", None)

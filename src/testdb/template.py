@@ -25,6 +25,7 @@ import psycopg
 from psycopg import sql
 
 from testdb.config import SchemaSettings
+from testdb.childenv import child_environment
 from testdb.errors import SchemaError
 from testdb.naming import TEMPLATE_INFIX, template_name
 from testdb.provision import (
@@ -168,7 +169,7 @@ def _run_command(command: str, env: Mapping[str, str], root: Path) -> None:
         command,
         shell=True,
         cwd=root,
-        env={**os.environ, **env},
+        env=child_environment(env),
         capture_output=True,
         text=True,
         check=False,
