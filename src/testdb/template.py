@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib
-import os
 import subprocess
 import sys
 import time
@@ -24,8 +23,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from testdb.config import SchemaSettings
 from testdb.childenv import child_environment
+from testdb.config import SchemaSettings
 from testdb.errors import SchemaError
 from testdb.naming import TEMPLATE_INFIX, template_name
 from testdb.provision import (

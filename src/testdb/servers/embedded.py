@@ -39,6 +39,7 @@ from sqlalchemy.engine import URL
 from testdb.config import EmbeddedSettings
 from testdb.errors import EmbeddedError
 from testdb.servers.base import ServerInfo, pid_alive
+from testdb.servers.reachable import reachable_bin_dir
 
 KIND = "embedded"
 SUPERUSER = "postgres"
@@ -219,18 +220,29 @@ def _run_initdb(binaries: Binaries, data_dir: Path, user: pwd.struct_passwd | No
         # 1 MB WAL segments instead of 16: the skeleton, copied for every cluster, shrinks by 15 MB.
         "--wal-segsize=1",
     ]
-    result = subprocess.run(
-        cmd,
-        capture_output=True,
-        text=True,
-        user=user.pw_uid if user else None,
-        group=user.pw_gid if user else None,
-        timeout=300,
-        check=False,
-    )
+    try:
+        result = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            user=user.pw_uid if user else None,
+            group=user.pw_gid if user else None,
+            timeout=300,
+            check=False,
+        )
+    except OSError as exc:
+        raise _cannot_run(binaries.exe("initdb"), user, exc) from None
     if result.returncode != 0:
         tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["(no output)"]
         raise EmbeddedError(f"initdb failed: {tail[0]}")
+
+
+def _cannot_run(exe: str, user: pwd.struct_passwd | None, exc: OSError) -> EmbeddedError:
+    who = f" as user {user.pw_name!r}" if user else ""
+    return EmbeddedError(
+        f"cannot run {exe}{who}: {exc.strerror or exc}",
+        hint="set embedded.bin_dir to PostgreSQL binaries that account can read and execute",
+    )
 
 
 def ensure_skeleton(binaries: Binaries, user: pwd.struct_passwd | None, scratch: Path) -> Path:
@@ -312,15 +324,18 @@ class EmbeddedCluster:
         for key, value in TEST_TUNING.items():
             args += ["-c", f"{key}={value}"]
         with self.log_file.open("ab") as log:
-            proc = subprocess.Popen(
-                args,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-                user=self.user.pw_uid if self.user else None,
-                group=self.user.pw_gid if self.user else None,
-            )
+            try:
+                proc = subprocess.Popen(
+                    args,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    start_new_session=True,
+                    user=self.user.pw_uid if self.user else None,
+                    group=self.user.pw_gid if self.user else None,
+                )
+            except OSError as exc:
+                raise _cannot_run(args[0], self.user, exc) from None
         self.pid = proc.pid
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -451,6 +466,12 @@ def acquire(settings: EmbeddedSettings, run_id: str, notices: list[str]) -> Serv
     user = run_as_user(settings)
     if user is not None:
         notices.append(f"running as root: the embedded server runs as user {user.pw_name!r}")
+        bin_dir, copied = reachable_bin_dir(binaries.bin_dir, binaries.version, user)
+        if copied:
+            notices.append(
+                f"copied the server binaries to {bin_dir.parent} ({user.pw_name!r} cannot read the originals)"
+            )
+        binaries = Binaries(bin_dir, binaries.version)
     root_dir = runtime_root()
     root_dir.mkdir(parents=True, exist_ok=True, mode=0o711)
     root_dir.chmod(0o711)  # the server account must traverse it, not list it
