@@ -24,6 +24,7 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -47,6 +48,7 @@ CLUSTER_FILE = "cluster.json"
 ORPHAN_GRACE_S = 600  # a cluster directory without a record is only an orphan after this
 SKELETON_FORMAT = "2"  # bump when initdb options change, so old skeletons are not reused
 SHM = Path("/dev/shm")  # noqa: S108 - RAM-backed on purpose; each cluster dir is private
+SHM_ENV = "TESTDB_SHM_DIR"  # another RAM-backed directory (and how tests simulate a missing one)
 SHM_MIN_FREE = 512 * 1024 * 1024
 TEST_TUNING = {
     # Durability is pointless for a cluster that is deleted after the run.
@@ -161,15 +163,60 @@ def run_as_user(settings: EmbeddedSettings) -> pwd.struct_passwd | None:
     )
 
 
-def runtime_root() -> Path:
-    """Where clusters live: /dev/shm when it has room, else a cache/temp directory."""
-    uid = os.geteuid()
-    with contextlib.suppress(OSError):
-        if SHM.is_dir() and shutil.disk_usage(SHM).free > SHM_MIN_FREE:
-            return SHM / f"testdb-{uid}"
-    if uid == 0:
+def shm_dir() -> Path:
+    return Path(os.environ.get(SHM_ENV) or SHM)
+
+
+def shm_problem() -> str | None:
+    """Why the RAM-backed directory cannot take a cluster now (missing, nearly full), or None."""
+    shm = shm_dir()
+    try:
+        free = shutil.disk_usage(shm).free if shm.is_dir() else None
+    except OSError:
+        free = None
+    if free is None:
+        return f"{shm} is missing"
+    if free <= SHM_MIN_FREE:
+        return f"{shm} has only {free // 2**20} MB free"
+    return None
+
+
+def disk_root() -> Path:
+    """Where clusters live when the RAM-backed directory cannot take them."""
+    if os.geteuid() == 0:
         return Path("/var/tmp") / "testdb-0"  # noqa: S108 - /root is not reachable by the server account
     return Path(platformdirs.user_cache_dir("testdb")) / "clusters"
+
+
+def runtime_root() -> Path:
+    """Where clusters live: the RAM-backed directory when it has room, else on disk."""
+    if shm_problem() is None:
+        return shm_dir() / f"testdb-{os.geteuid()}"
+    return disk_root()
+
+
+def runtime_roots() -> list[Path]:
+    """Every place a cluster of this user may live (prune looks in all of them)."""
+    return [shm_dir() / f"testdb-{os.geteuid()}", disk_root()]
+
+
+def _own_directory(path: Path) -> None:
+    """Make ``path`` (mode 0711: the server account traverses it) and check that it is ours:
+    in a world-writable parent (/dev/shm, /var/tmp) another user could have planted it."""
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o711)
+        st = os.lstat(path)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+            raise EmbeddedError(
+                f"{path} is not a directory of this user (a symlink, or made by someone else)",
+                hint=f"remove {path} (check who made it), then run again",
+            )
+        path.chmod(0o711)
+    except OSError as exc:
+        raise EmbeddedError(
+            f"cannot create the cluster directory {path}: {exc.strerror or exc}",
+            hint=f"set {SHM_ENV} to a writable RAM-backed directory, or free space in {path.parent}",
+        ) from None
 
 
 def skeleton_root() -> Path:
@@ -472,9 +519,11 @@ def acquire(settings: EmbeddedSettings, run_id: str, notices: list[str]) -> Serv
                 f"copied the server binaries to {bin_dir.parent} ({user.pw_name!r} cannot read the originals)"
             )
         binaries = Binaries(bin_dir, binaries.version)
+    problem = shm_problem() if sys.platform == "linux" or SHM_ENV in os.environ else None
+    if problem is not None:
+        notices.append(f"{problem}: the embedded cluster goes on disk under {disk_root()} (slower)")
     root_dir = runtime_root()
-    root_dir.mkdir(parents=True, exist_ok=True, mode=0o711)
-    root_dir.chmod(0o711)  # the server account must traverse it, not list it
+    _own_directory(root_dir)
     keep = settings.keep
     if keep:
         with _file_lock(root_dir / f"kept-{binaries.key}.lock"):
@@ -498,11 +547,16 @@ def _start_new(
         cluster.create(skeleton)
         cluster.start(settings.start_timeout)
         cluster.write_record(os.getpid(), keep)
-    except BaseException:
+    except BaseException as exc:
         cluster.stop()
         shutil.rmtree(root, ignore_errors=True)
+        if isinstance(exc, OSError):  # a full disk, a vanished directory: one line, not a traceback
+            raise EmbeddedError(
+                f"cannot lay out the embedded cluster in {root.parent}: {exc.strerror or exc}",
+                hint=f"free space there, or set {SHM_ENV} to another RAM-backed directory",
+            ) from None
         raise
-    where = "RAM-backed /dev/shm" if str(root).startswith(str(SHM)) else str(root.parent)
+    where = f"RAM-backed {shm_dir()}" if root.is_relative_to(shm_dir()) else str(root.parent)
     return cluster.info(f"embedded PostgreSQL {binaries.version} on port {cluster.port} ({where})", keep)
 
 
@@ -541,9 +595,9 @@ def detach(info: ServerInfo, expires: float | None) -> None:
 
 def orphaned_clusters() -> list[Path]:
     """Per-run clusters whose owning process is gone (kept clusters are never orphans)."""
-    root = runtime_root()
     found = []
-    for path in sorted(root.glob("run-*")) if root.is_dir() else []:
+    runs = [path for root in runtime_roots() if root.is_dir() for path in sorted(root.glob("run-*"))]
+    for path in runs:
         record = read_record(path)
         if record is None and time.time() - path.stat().st_mtime < ORPHAN_GRACE_S:
             continue  # still being laid out: the record is written once the server is up
