@@ -30,6 +30,7 @@ from testdb.runner import check_command, numprocesses_from, resolve_workers, run
 from testdb.servers import find_server
 from testdb.servers.base import ServerInfo, scrub
 from testdb.servers.url import acquire as _acquire_url
+from testdb.sharing import refuse_shared_redis
 from testdb.signals import interrupts_raise, shielded
 from testdb.state import RunState, describe_age, load_state, remove_state, require_state, save_state
 
@@ -206,6 +207,7 @@ def run(
     count = workers if workers is not None else resolve_workers(numprocesses_from(command), settings.workers)
     progress = lifecycle.Progress()
     unique_names = settings.names == "unique"
+    refuse_shared_redis(load_state(settings.state_dir), settings, count)
     with interrupts_raise():
         if keep:
             _refuse_if_up(settings)

