@@ -43,6 +43,10 @@ bin=$work/venv/bin
 "$bin/testdb" --help >/dev/null
 "$bin/testdb" --version | grep -qx "testdb $("$bin/python" -c 'from importlib.metadata import version; print(version("pytest-testdb"))')"
 "$bin/python" scripts/check-plugin-imports.py
+[ "$("$bin/testdb" | grep -c 'Usage:')" = 1 ] || { log "'testdb' without arguments must print its help once"; exit 1; }
+code=0; "$bin/testdb" up --no-such-option 2>"$work/usage.err" || code=$?
+[ "$code" = 2 ] && grep -q "^testdb: error: No such option" "$work/usage.err" && ! grep -q Traceback "$work/usage.err" \
+  || { log "a usage error must be one 'testdb: error:' line and exit 2, got $code:"; cat "$work/usage.err"; exit 1; }
 
 cp -r scripts/smoke "$work/project"
 cd "$work/project"

@@ -456,7 +456,10 @@ def main() -> None:
             raise
         ctx = getattr(exc, "ctx", None)
         if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
-            sys.stdout.write(ctx.get_help() + "\n")
+            # typer's rich help is printed while the error is made (its text is then empty)
+            text = exc.format_message() if hasattr(exc, "format_message") else ""
+            if text.strip():
+                sys.stdout.write(text + "\n")
             sys.exit(0)
         command = ctx.command_path if ctx is not None else "testdb"
         message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
