@@ -2,8 +2,9 @@
 # Honest dependency floors: build the wheel and sdist, install the wheel into a fresh venv
 # with every requirement at the LOWEST version its bound allows, and run the smoke there:
 # `testdb --help`, `testdb --version`, the plugin loading through its entry point without
-# CLI-only imports, and `testdb run --server embedded -n 2 -- python -m pytest -n 2` on
-# scripts/smoke (tests that use testdb_session and testdb_isolated_session).
+# CLI-only imports, `testdb run --server embedded -n 2 -- python -m pytest -n 2` on
+# scripts/smoke (tests that use testdb_session and testdb_isolated_session), and the same
+# tests self-provisioned (`pytest -n 2 --testdb`).
 #
 #   scripts/check-floors.sh                 # lowest-direct: every floor in pyproject.toml
 #   RESOLUTION=highest scripts/check-floors.sh   # the newest versions a user would get
@@ -18,8 +19,8 @@ UV=${UV:-$(command -v uv || echo .tools/bin/uv)}
 PYTHON=${PYTHON:-python3}
 RESOLUTION=${RESOLUTION:-lowest-direct}
 # What the smoke project needs besides testdb: the plugin's lowest supported pytest and
-# xdist (the README states them; the dev group's floors are the same).
-SMOKE_TOOLS=("pytest>=8" "pytest-xdist>=3.6")
+# xdist (the README states them; the test suite itself runs on the dev group's newer ones).
+read -r -a SMOKE_TOOLS <<<"${SMOKE_TOOLS:-pytest>=7 pytest-xdist>=3}"
 
 log() { printf '[floors] %s\n' "$*"; }
 work=$(mktemp -d "${TMPDIR:-/tmp}/testdb-floors.XXXXXX")
@@ -55,4 +56,6 @@ grep -q '^ *pytest-testdb-.* at .*testdb/pytest_plugin.py' "$work/trace-config.t
   || { log "pytest did not load the testdb plugin through its pytest11 entry point"; exit 1; }
 # No venv activated and PATH without the venv: `python` must be found next to testdb.
 env -u VIRTUAL_ENV "$bin/testdb" run --server embedded -n 2 -- python -m pytest -n 2 -q
+# Self-provisioning: the plugin alone, in the xdist controller, no testdb command.
+TESTDB_SERVER=embedded "$bin/python" -m pytest -n 2 --testdb -q
 log "passed in $((SECONDS - start))s"

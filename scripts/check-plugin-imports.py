@@ -12,6 +12,10 @@ CLI_ONLY = ("typer", "click", "rich", "docker")
 
 import testdb.pytest_plugin  # noqa: E402,F401 - the import under test
 
+# ... and what the plugin imports when it provisions or points a worker at its database.
+import testdb.lifecycle  # noqa: E402,F401
+import testdb.worker  # noqa: E402,F401
+
 loaded = sorted(name for name in sys.modules if name.split(".")[0] in CLI_ONLY)
 if loaded:
-    sys.exit(f"importing testdb.pytest_plugin imported CLI-only modules: {', '.join(loaded)}")
+    sys.exit(f"the pytest plugin's imports loaded CLI-only modules: {', '.join(loaded)}")
