@@ -26,7 +26,7 @@ def version_line() -> str:
 
 
 def main() -> None:
-    if sys.argv[1:] in (["--version"], ["-V"]):
+    if sys.argv[1:] == ["--version"]:
         sys.stdout.write(version_line() + "\n")
         sys.exit(0)
     from testdb.cli import main as cli_main

@@ -9,10 +9,15 @@ refused before anything is created.
 
 from __future__ import annotations
 
-from testdb.config import Settings
+import time
+from typing import TYPE_CHECKING
+
 from testdb.errors import TestdbError
 from testdb.naming import SERIAL_WORKER
-from testdb.state import RunState
+
+if TYPE_CHECKING:
+    from testdb.config import Settings
+    from testdb.state import RunState
 
 
 def refuse_shared_redis(existing: RunState | None, settings: Settings, workers: int) -> None:
@@ -49,6 +54,7 @@ def _numbers(settings: Settings, workers: int, existing: RunState) -> set[int]:
 
 
 def _alive(state: RunState) -> bool:
+    """A running ``testdb run`` (its process or lock), or a detached run within its lease."""
     from testdb import lifecycle
 
-    return lifecycle.bound_run_alive(state) if state.expires is None else lifecycle.run_alive(state)
+    return lifecycle.bound_run_alive(state) if state.expires is None else time.time() < state.expires

@@ -19,7 +19,7 @@ import platformdirs
 from testdb.errors import StateError
 from testdb.servers.base import ServerInfo
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 STATE_FILE = "state.json"
 
 
@@ -32,6 +32,7 @@ class RunState:
     server: ServerInfo
     serial: str
     workers: dict[str, str]
+    serial_created: bool = True  # False: cloned on first use only (the child was `pytest -n N`)
     template: str | None = None
     created: float = field(default_factory=time.time)
     expires: float | None = None
@@ -43,7 +44,8 @@ class RunState:
 
     @property
     def databases(self) -> list[str]:
-        return [self.serial, *self.workers.values()]
+        serial = [self.serial] if self.serial_created else []
+        return [*serial, *self.workers.values()]
 
     def to_json(self) -> str:
         data = asdict(self)
