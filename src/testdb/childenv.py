@@ -4,12 +4,14 @@
 ``schema.command = "alembic upgrade head"``, should find the executables installed next to
 testdb, as ``uv run``, ``tox`` and ``hatch run`` arrange. The directory is the one holding
 the interpreter testdb runs on (a virtualenv's ``bin``). It is left out when it is already
-on PATH, and when the user activated another virtualenv (``VIRTUAL_ENV``): then the
-activated one must win (testdb installed with pipx or ``uv tool`` must not shadow it).
+on PATH, when the user activated another virtualenv (``VIRTUAL_ENV``: the activated one
+must win), and when testdb's environment has no pytest: that is a tool install (pipx,
+``uv tool``) holding only the CLI, whose ``python`` must not shadow the project's.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from collections.abc import Mapping
@@ -28,12 +30,17 @@ def _activated_elsewhere(environ: Mapping[str, str]) -> bool:
     return Path(active).absolute() != Path(sys.prefix).absolute()
 
 
+def is_project_environment() -> bool:
+    """Whether testdb's environment is a project's (it has pytest), not a CLI-only tool's."""
+    return importlib.util.find_spec("pytest") is not None
+
+
 def child_path(environ: Mapping[str, str]) -> str:
     """PATH for a child: ``environ``'s, with testdb's bin directory first unless already there."""
     path = environ.get("PATH", os.defpath)
     own = str(own_bin_dir())
     entries = [entry.rstrip(os.sep) or os.sep for entry in path.split(os.pathsep)]
-    if own in entries or _activated_elsewhere(environ):
+    if own in entries or _activated_elsewhere(environ) or not is_project_environment():
         return path
     return os.pathsep.join([own, path]) if path else own
 

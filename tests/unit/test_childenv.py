@@ -6,6 +6,9 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
+from testdb import childenv
 from testdb.childenv import child_environment, child_path, own_bin_dir
 
 
@@ -35,3 +38,14 @@ def test_child_environment_overlays_extra_and_sets_path() -> None:
     env = child_environment({"DATABASE_URL": "postgresql://x/y"})
     assert env["DATABASE_URL"] == "postgresql://x/y"
     assert env["PATH"] == child_path({**os.environ})
+
+
+def test_a_cli_only_tool_environment_does_not_shadow_the_projects_python(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(childenv, "is_project_environment", lambda: False)  # pipx / uv tool: no pytest
+    assert child_path({"PATH": "/usr/bin"}) == "/usr/bin"
+
+
+def test_this_test_environment_is_a_project_environment() -> None:
+    assert childenv.is_project_environment()
