@@ -21,6 +21,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from testdb.servers import embedded
+
 from ._cli import TESTDB, Cli, Result, assert_refused, child_env, finish, start, wait_for
 from ._db import run_databases
 
@@ -169,7 +171,18 @@ def test_root_runs_the_server_from_binaries_under_a_0700_directory(
         assert "copied" not in again.err, "the copy is made once per build"
     finally:
         if copied:
-            shutil.rmtree(Path(copied.group(1)).parents[1], ignore_errors=True)
+            remove_copy(Path(copied.group(1)) / "bin")
+
+
+def remove_copy(bin_dir: Path) -> None:
+    """This test's cached copy, and the initdb skeleton made from it (a key of its own)."""
+    cache = bin_dir.parents[2]
+    version = re.match(r"pg([\d.]+)-", cache.name)
+    if version:
+        key = embedded.Binaries(bin_dir, version.group(1)).key
+        shutil.rmtree(embedded.skeleton_root() / key, ignore_errors=True)
+        (embedded.skeleton_root() / f"{key}.lock").unlink(missing_ok=True)
+    shutil.rmtree(cache, ignore_errors=True)
 
 
 # -- bad environments ----------------------------------------------------------------------
