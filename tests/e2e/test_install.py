@@ -77,6 +77,19 @@ def test_version_imports_nothing_heavy(tmp_path: Path) -> None:
     assert done.stdout.splitlines() == [f"testdb {VERSION}", "[]"], done.stderr
 
 
+def test_version_works_when_the_cli_dependencies_are_broken(tmp_path: Path) -> None:
+    probe = (
+        "import sys\n"
+        "sys.modules.update(typer=None, rich=None, click=None)  # importing them raises\n"
+        "sys.argv = ['testdb', '--version']\n"
+        "from testdb.entry import main\n"
+        "main()\n"
+    )
+    argv = [sys.executable, "-c", probe]
+    done = subprocess.run(argv, check=False, cwd=tmp_path, env=child_env(), capture_output=True, text=True)
+    assert (done.returncode, done.stdout) == (0, f"testdb {VERSION}\n"), done.stderr
+
+
 def test_pytest_loads_the_plugin_through_its_entry_point(tmp_path: Path) -> None:
     (tmp_path / "test_nothing.py").write_text("def test_nothing():\n    pass\n")
     done = subprocess.run(
