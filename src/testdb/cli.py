@@ -182,23 +182,22 @@ def run(
     Usage: testdb run [-n N] -- COMMAND [ARGS...]. Exits with COMMAND's exit code.
     """
     from testdb import lifecycle
-    from testdb.sharing import refuse_shared_redis
-    from testdb.state import load_state
+    from testdb.sharing import redis_claim
 
     command = list(ctx.args)
     options = {"server": server, "url": url, "prefix": prefix, "workers": workers}
     settings = _settings(**options, unique=unique, keep_server=keep_server)
     request = lifecycle.run_request(settings, command, workers, settings.names == "unique")
     progress = lifecycle.Progress()
-    refuse_shared_redis(load_state(settings.state_dir), settings, request.workers)
-    outcome = lifecycle.run(
-        settings,
-        request,
-        command,
-        keep=keep,
-        progress=progress,
-        announce=lambda state: _report_progress(progress, state),
-    )
+    with redis_claim(settings, request.workers, request.serial):
+        outcome = lifecycle.run(
+            settings,
+            request,
+            command,
+            keep=keep,
+            progress=progress,
+            announce=lambda state: _report_progress(progress, state),
+        )
     if keep:
         _say(
             f"testdb: kept {len(outcome.state.databases)} databases ('testdb env' prints the environment,"

@@ -337,16 +337,30 @@ def redis_server() -> str:
 def test_a_second_run_sharing_redis_databases_is_refused(
     cli: Cli, prefix: str, tmp_path: Path, redis_server: str
 ) -> None:
-    (tmp_path / "testdb.toml").write_text(f'[redis]\nurl = "{redis_server}"\nfirst_db = 13\n')
+    config = f'[redis]\nurl = "{redis_server}"\nfirst_db = 12\nserial_db = 14\n'
+    first_dir, second_dir = tmp_path / "first", tmp_path / "second"
+    for directory in (first_dir, second_dir):
+        directory.mkdir()
+        (directory / "testdb.toml").write_text(config)
     wait_then_exit = "touch started; while [ ! -f release ]; do sleep 0.1; done"
-    args = ("run", "--server", "local", "--prefix", prefix, "-n", "1", "--")
-    first = start([*args, "sh", "-c", wait_then_exit], cwd=tmp_path)
+    args = ("run", "--server", "local", "--prefix", prefix, "-n", "2", "--")
+    first = start([*args, "sh", "-c", wait_then_exit], cwd=first_dir)
     try:
-        started = lambda: (tmp_path / "started").exists() or first.poll() is not None  # noqa: E731
+        started = lambda: (first_dir / "started").exists() or first.poll() is not None  # noqa: E731
         wait_for(started, 60, "the first run's command")
-        second = cli(*args, "true")
-        assert_refused(second, says="is still running in this directory and uses Redis databases 13, 15")
+        second = cli(
+            "run", "--server", "local", "--prefix", f"{prefix}b", "-n", "1", "--", "true", cwd=second_dir
+        )
+        assert_refused(
+            second, says="Redis database 12 on 127.0.0.1:6379 is in use by another testdb run (pid"
+        )
+        beside = cli(
+            *("run", "--server", "local", "--prefix", f"{prefix}c", "-n", "1", "--", "true"),
+            cwd=second_dir,
+            env={"TESTDB_REDIS__FIRST_DB": "11", "TESTDB_REDIS__SERIAL_DB": "10"},
+        )
+        assert beside.code == 0, beside.err
     finally:
-        (tmp_path / "release").touch()
+        (first_dir / "release").touch()
         done = finish(first)
     assert done.code == 0, done.err
