@@ -496,18 +496,24 @@ def read_record(root: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def _reachable(binaries: Binaries, user: pwd.struct_passwd | None, notices: list[str]) -> Binaries:
+    """``binaries``, or a copy the server's account can run (as root, see servers/reachable.py)."""
+    if user is None:
+        return binaries
+    notices.append(f"running as root: the embedded server runs as user {user.pw_name!r}")
+    bin_dir, copied = reachable_bin_dir(binaries.bin_dir, binaries.version, user)
+    if copied:
+        notices.append(
+            f"copied the server binaries to {bin_dir.parent} ({user.pw_name!r} cannot read the originals)"
+        )
+    return Binaries(bin_dir, binaries.version)
+
+
 def acquire(settings: EmbeddedSettings, run_id: str, notices: list[str]) -> ServerInfo:
     """Start (or, with ``keep``, reuse) an embedded cluster."""
     binaries = find_binaries(settings)
     user = run_as_user(settings)
-    if user is not None:
-        notices.append(f"running as root: the embedded server runs as user {user.pw_name!r}")
-        bin_dir, copied = reachable_bin_dir(binaries.bin_dir, binaries.version, user)
-        if copied:
-            notices.append(
-                f"copied the server binaries to {bin_dir.parent} ({user.pw_name!r} cannot read the originals)"
-            )
-        binaries = Binaries(bin_dir, binaries.version)
+    binaries = _reachable(binaries, user, notices)
     problem = shm_problem() if sys.platform == "linux" or SHM_ENV in os.environ else None
     if problem is not None:
         notices.append(f"{problem}: the embedded cluster goes on disk under {disk_root()} (slower)")
