@@ -48,6 +48,7 @@ bench: install
 	$(BIN)/python bench/clone_strategy.py --server embedded
 	$(BIN)/python bench/clone_strategy.py --server local
 	$(BIN)/python bench/clean.py
+	UV=$(UV) $(BIN)/python bench/cli.py
 
 # Honest dependency floors (scripts/check-floors.sh): about 20 s with a warm uv cache.
 floors: | $(UV)
