@@ -108,7 +108,7 @@ def _report_progress(progress: lifecycle.Progress, state: RunState) -> None:
     for notice in progress.notices:
         _say(f"testdb: {notice}")
     _say(f"testdb: server: {state.server.kind} ({state.server.reason})")
-    verb = "built" if progress.template_built else "reused"
+    verb = progress.template_notice or ("built" if progress.template_built else "reused")
     _say(f"testdb: template {state.template} {verb} in {progress.timings.get('template', 0):.2f}s")
     _say(
         f"testdb: created {len(state.databases)} databases in {progress.timings.get('clones', 0):.2f}s"

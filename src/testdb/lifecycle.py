@@ -43,7 +43,7 @@ from testdb.servers import acquire_server, embedded, release_server
 from testdb.servers.base import ServerInfo, admin_connection, connection_error, describe, pid_alive
 from testdb.signals import shielded
 from testdb.state import RunState
-from testdb.template import ensure_template
+from testdb.template import TemplateHold, ensure_template
 
 if TYPE_CHECKING:
     from testdb.clean import CleanReport
@@ -56,6 +56,7 @@ class Progress:
     notices: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     template_built: bool | None = None
+    template_notice: str | None = None  # "built", "reused", "extended from … (+N revisions)"
     server_lost: str | None = None  # set when our own server died during the run
 
     @contextlib.contextmanager
@@ -103,19 +104,22 @@ def provision(
         else {}
     )
     marker = Marker.for_run(run_id, "worker", settings.prefix, None if bound else settings.ttl)
-    with progress.phase("template"):
-        result = ensure_template(
-            info,
-            settings.prefix,
-            settings.schema,
-            marker,
-            root,
-            lambda srv, db: _template_env(settings, srv, db, run_id),
-        )
-    progress.template_built = result.built
-    roles = {names.serial: "serial", **dict.fromkeys(names.workers.values(), "worker")}
-    with progress.phase("clones"):
-        clone_databases(info, roles, result.name, marker)
+    with TemplateHold(info) as hold:  # nobody drops the template until our clones name it
+        with progress.phase("template"):
+            result = ensure_template(
+                info,
+                settings.prefix,
+                settings.schema,
+                marker,
+                root,
+                lambda srv, db: _template_env(settings, srv, db, run_id),
+                hold,
+            )
+        progress.template_built, progress.template_notice = result.built, result.notice
+        roles = {names.serial: "serial", **dict.fromkeys(names.workers.values(), "worker")}
+        marker.template = result.name
+        with progress.phase("clones"):
+            clone_databases(info, roles, result.name, marker)
     return RunState(
         run_id=run_id,
         prefix=settings.prefix,

@@ -47,6 +47,9 @@ class Marker:
     pid: int
     created: float
     expires: float | None = None  # a lease (detached `up`); None = bound to a live process
+    template: str | None = None  # clones: the template they came from (never dropped while in use)
+    chain: list[str] | None = None  # templates: the applied revisions, "id:digest" (testdb.migrations)
+    used: float | None = None  # templates: last reuse, for keeping the most recently used
 
     @classmethod
     def for_run(cls, run_id: str, role: str, prefix: str, ttl: float | None) -> Marker:

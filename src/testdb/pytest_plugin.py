@@ -175,6 +175,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     built = (
         "" if progress.template_built is None else (" (built)" if progress.template_built else " (reused)")
     )
+    built = f" ({progress.template_notice})" if progress.template_notice else built
     terminalreporter.write_sep("-", "testdb timings")
     terminalreporter.write_line(", ".join(parts) + f"; template{built}; teardown follows")
 

@@ -101,6 +101,7 @@ def _clone_for_replacement(environ: Mapping[str, str], worker_id: str, run_id: s
         # Same liveness as the rest of the run: its lock, or the lease its databases carry.
         siblings = [m for m in existing.values() if m is not None and m.run_id == run_id]
         marker.expires = siblings[0].expires if siblings else None
+        marker.template = template
         clone_databases(info, {name: "worker"}, template, marker)
     return info.database_url(name).render_as_string(hide_password=False)
 
