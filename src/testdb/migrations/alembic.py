@@ -106,18 +106,14 @@ def load_chain(schema: SchemaSettings, root: Path) -> Chain:
 
 
 def _upgrader(schema: SchemaSettings, root: Path) -> Upgrade:
-    command, ini, locations = (
-        schema.command,
-        str(root / (schema.alembic or "")),
-        version_locations(schema, root),
-    )
+    command, ini = schema.command, str(root / (schema.alembic or ""))
+    locations = version_locations(schema, root)
 
     def upgrade(url: str, env: Mapping[str, str], cwd: Path) -> None:
         if command:
             run_tool(command, env, cwd, f"schema command {command!r}")
-        else:
-            run_tool(
-                [sys.executable, "-c", _UPGRADE, ini, url, *locations], env, cwd, "alembic upgrade heads"
-            )
+            return
+        argv = [sys.executable, "-c", _UPGRADE, ini, *locations]  # the URL (a secret) not in argv
+        run_tool(argv, {**env, "TESTDB_ALEMBIC_URL": url}, cwd, "alembic upgrade heads")
 
     return upgrade
