@@ -411,6 +411,29 @@ def prune(
     _say(f"testdb: {verb} {len(report.dropped)} databases of dead runs on {info.kind} server")
 
 
+template_app = typer.Typer(help="The cached schema template as a CI cache artifact.", no_args_is_help=True)
+app.add_typer(template_app, name="template")
+DumpFile = Annotated[Path, typer.Argument(help="The dump file (pg_dump custom format).")]
+
+
+@template_app.command("export")
+def template_export(file: DumpFile, prefix: Prefix = None, server: Server = None, url: UrlOpt = None) -> None:
+    """Dump this checkout's template (built first if missing) to FILE."""
+    from testdb.template_io import export_template
+
+    done = export_template(_settings(prefix=prefix, server=server, url=url), Path.cwd(), file)
+    _say(f"testdb: template {done.template} ({done.notice}) exported to {file} in {done.seconds:.2f}s")
+
+
+@template_app.command("import")
+def template_import(file: DumpFile, prefix: Prefix = None, server: Server = None, url: UrlOpt = None) -> None:
+    """Restore FILE as this checkout's cached template (refused if its key or major version differ)."""
+    from testdb.template_io import import_template
+
+    done = import_template(_settings(prefix=prefix, server=server, url=url), Path.cwd(), file)
+    _say(f"testdb: template {done.template} {done.notice} in {done.seconds:.2f}s")
+
+
 def _container_line(state: RunState) -> str:
     from testdb.servers import docker
 

@@ -166,15 +166,15 @@ def ensure_template(
             if hold is not None:  # before looking: a template we see is one nobody may drop now
                 hold.take(plan.name)
             rows = list_databases(conn)
-            if _usable(conn, rows, plan.name):
+            if usable(conn, rows, plan.name):
                 terminate_sessions(conn, plan.name)
                 return TemplateResult(plan.name, False, time.perf_counter() - started, "reused")
             notice = _make(conn, info, plan, rows, schema, marker, root, env_for)
-            _drop_stale(conn, prefix, plan.name, schema.keep_templates)
+            drop_stale(conn, prefix, plan.name, schema.keep_templates)
     return TemplateResult(plan.name, True, time.perf_counter() - started, notice)
 
 
-def _usable(conn: psycopg.Connection[Any], rows: list[DatabaseRow], name: str) -> bool:
+def usable(conn: psycopg.Connection[Any], rows: list[DatabaseRow], name: str) -> bool:
     for row in rows:
         if row.name == name:
             if row.marker is not None and row.marker.role == "template":
@@ -258,7 +258,7 @@ def _recency(row: DatabaseRow) -> float:
     return (row.marker.used or row.marker.created) if row.marker else 0.0
 
 
-def _seal(conn: psycopg.Connection[Any], name: str, marker: Marker, plan: Plan) -> None:
+def seal_template(conn: psycopg.Connection[Any], name: str, marker: Marker, plan: Plan) -> None:
     """Make ``name`` a template: nobody may connect (a stray session makes every clone fail
     with "source database is being accessed by other users"), then mark it."""
     conn.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(sql.Identifier(name)))
@@ -296,7 +296,7 @@ def _extend(
         set_marker(conn, plan.name, replace(marker, role="building", template=source))
         url = info.database_url(plan.name).set(drivername="postgresql+psycopg")
         plan.chain.upgrade(url.render_as_string(hide_password=False), env_for(info, plan.name), root)
-        _seal(conn, plan.name, marker, plan)
+        seal_template(conn, plan.name, marker, plan)
     return True
 
 
@@ -333,7 +333,7 @@ def _build(
             run_tool(schema.command, env_for(info, name), root, f"schema command {schema.command!r}")
         if schema.callable:
             _run_callable(schema.callable, psycopg_url, root)
-        _seal(conn, name, marker, plan)
+        seal_template(conn, name, marker, plan)
 
 
 def _run_sql_file(dsn: str, path: Path, root: Path) -> None:
@@ -377,7 +377,7 @@ def _first_line(exc: BaseException) -> str:
     return lines[0] if lines else "(no message)"
 
 
-def _drop_stale(conn: psycopg.Connection[Any], prefix: str, current: str, keep: int) -> list[str]:
+def drop_stale(conn: psycopg.Connection[Any], prefix: str, current: str, keep: int) -> list[str]:
     """Drop this prefix's templates beyond the ``keep`` most recently used; the names dropped.
 
     Skipped: a template with sessions, one a live run's databases name in their markers,
