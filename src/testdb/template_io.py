@@ -187,7 +187,8 @@ def _restore(
     try:
         set_marker(conn, plan.name, marker)
         args, env = _target(info, plan.name)
-        options = ["--no-owner", "--no-privileges", "--exit-on-error"]  # another server's roles may differ
+        # Another server's roles may differ; one transaction: one commit instead of one per object.
+        options = ["--no-owner", "--no-privileges", "--exit-on-error", "--single-transaction"]
         with source.open("rb") as fh:
             _run([*pg_tool(info, "pg_restore", major), *options, *args], env, "pg_restore", fh)
         seal_template(conn, plan.name, marker, plan)

@@ -10,7 +10,10 @@ process with ``sqlalchemy.url`` set to the database being upgraded.
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
+import os
 import sys
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,26 +22,55 @@ from testdb.config import SchemaSettings
 from testdb.errors import SchemaError
 from testdb.migrations import Chain, Upgrade
 from testdb.migrations._process import run_tool
+from testdb.servers.base import scrub
 
 if TYPE_CHECKING:
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
 DIGEST_LEN = 16
+FORK = sys.platform == "linux" and "fork" in multiprocessing.get_all_start_methods()
 
-# Runs in the child: the same Config as load_chain, pointed at the database, then upgrade.
-_UPGRADE = """
-import os, sys
-from alembic import command
-from alembic.config import Config
-ini, *locations = sys.argv[1:]
-cfg = Config(ini)
-cfg.set_main_option("sqlalchemy.url", os.environ["TESTDB_ALEMBIC_URL"].replace("%", "%%"))
-if locations:
-    cfg.set_main_option("path_separator", "os")
-    cfg.set_main_option("version_locations", os.pathsep.join(locations))
-command.upgrade(cfg, "heads")
-"""
+URL_VAR = "TESTDB_ALEMBIC_URL"  # the URL reaches the child in its environment, never in argv
+OUTPUT_TAIL_LINES = 5
+
+
+def upgrade_here(ini: str, locations: list[str]) -> None:
+    """``alembic upgrade heads`` on the database in ``$TESTDB_ALEMBIC_URL`` (in a child process)."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config(ini)
+    cfg.set_main_option("sqlalchemy.url", os.environ[URL_VAR].replace("%", "%%"))
+    if locations:
+        cfg.set_main_option("path_separator", "os")
+        cfg.set_main_option("version_locations", os.pathsep.join(locations))
+    command.upgrade(cfg, "heads")
+
+
+def _forked_upgrade(ini: str, locations: list[str], env: Mapping[str, str], cwd: Path, log_fd: int) -> None:
+    os.dup2(log_fd, 1)  # env.py's logging and prints go to the log we show on failure
+    os.dup2(log_fd, 2)
+    os.environ.update(env)
+    os.chdir(cwd)
+    upgrade_here(ini, locations)
+
+
+def _run_forked(ini: str, locations: list[str], env: Mapping[str, str], cwd: Path) -> None:
+    """A forked child: env.py's side effects (logging config, app imports, environment) stay
+    out of this process, and the child starts with Alembic and SQLAlchemy already imported
+    (a fresh interpreter spends longer importing them than one revision takes to apply)."""
+    with tempfile.TemporaryFile() as log:
+        child = multiprocessing.get_context("fork").Process(
+            target=_forked_upgrade, args=(ini, locations, env, cwd, log.fileno())
+        )
+        child.start()
+        child.join()
+        if child.exitcode != 0:
+            log.seek(0)
+            lines = log.read().decode(errors="replace").strip().splitlines()[-OUTPUT_TAIL_LINES:]
+            tail = " | ".join(line.strip() for line in lines) or "(no output)"
+            raise SchemaError(f"alembic upgrade heads exited with {child.exitcode}: {scrub(tail)}")
 
 
 def _file_digest(path: str | Path) -> str:
@@ -112,8 +144,17 @@ def _upgrader(schema: SchemaSettings, root: Path) -> Upgrade:
     def upgrade(url: str, env: Mapping[str, str], cwd: Path) -> None:
         if command:
             run_tool(command, env, cwd, f"schema command {command!r}")
-            return
-        argv = [sys.executable, "-c", _UPGRADE, ini, *locations]  # the URL (a secret) not in argv
-        run_tool(argv, {**env, "TESTDB_ALEMBIC_URL": url}, cwd, "alembic upgrade heads")
+        elif FORK:
+            import alembic.command  # noqa: F401 - imported once here, inherited by every fork
+
+            _run_forked(ini, locations, {**env, URL_VAR: url}, cwd)
+        else:
+            code = f"from {__name__} import upgrade_here; import sys; upgrade_here(sys.argv[1], sys.argv[2:])"
+            run_tool(
+                [sys.executable, "-c", code, ini, *locations],
+                {**env, URL_VAR: url},
+                cwd,
+                "alembic upgrade heads",
+            )
 
     return upgrade
