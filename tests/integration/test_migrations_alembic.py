@@ -9,9 +9,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
-from _alembic_project import AlembicProject
 from psycopg import sql
 
+from _alembic_project import AlembicProject
 from testdb.config import SchemaSettings
 from testdb.errors import SchemaError
 from testdb.provision import Marker, list_databases, set_marker
