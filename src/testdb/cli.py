@@ -413,7 +413,7 @@ def prune(
 
 template_app = typer.Typer(help="The cached schema template as a CI cache artifact.", no_args_is_help=True)
 app.add_typer(template_app, name="template")
-DumpFile = Annotated[Path, typer.Argument(help="The dump file (pg_dump custom format).")]
+DumpFile = Annotated[Path, typer.Argument(help="A dump (pg_dump -Fc), or a folder of dumps named by key.")]
 
 
 @template_app.command("export")
@@ -422,7 +422,7 @@ def template_export(file: DumpFile, prefix: Prefix = None, server: Server = None
     from testdb.template_io import export_template
 
     done = export_template(_settings(prefix=prefix, server=server, url=url), Path.cwd(), file)
-    _say(f"testdb: template {done.template} ({done.notice}) exported to {file} in {done.seconds:.2f}s")
+    _say(f"testdb: template {done.template} ({done.notice}) exported to {done.path} in {done.seconds:.2f}s")
 
 
 @template_app.command("import")

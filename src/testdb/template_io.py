@@ -64,6 +64,11 @@ class DumpHeader:
         return match.group(1) if match else ""
 
 
+def dump_name(template: str) -> str:
+    """A dump's file name inside a cache folder: the template's key, so CI can keep several."""
+    return f"testdb-template-{template_key(template)}.dump"
+
+
 def template_key(name: str) -> str:
     match = _KEY.search(name)
     return match.group(1) if match else ""
@@ -136,11 +141,12 @@ def read_header(info: ServerInfo, path: Path, major: int) -> DumpHeader:
 def export_from(
     info: ServerInfo, prefix: str, settings: Settings, root: Path, env_for: EnvFactory, dest: Path
 ) -> Transfer:
-    """Dump this checkout's template (built first if missing) to ``dest``."""
+    """Dump this checkout's template (built first if missing) to ``dest`` (a folder: named by its key)."""
     started = time.perf_counter()
     marker = Marker.for_run(new_run_id(), "building", prefix, None)
     with TemplateHold(info) as hold:
         result = ensure_template(info, prefix, settings.schema, marker, root, env_for, hold)
+        dest = dest / dump_name(result.name) if dest.is_dir() else dest
         clone = result.name + EXPORT_SUFFIX
         with connect(info.admin_url) as conn:
             major = server_major_version(conn)
@@ -159,11 +165,15 @@ def export_from(
 def import_into(
     info: ServerInfo, prefix: str, settings: Settings, root: Path, env_for: EnvFactory, source: Path
 ) -> Transfer:
-    """Restore ``source`` as this checkout's template; refused if its key or major differs."""
+    """Restore ``source`` (a folder: the dump named by this checkout's key) as the template.
+
+    Refused if the dump's key or server major version differs from this checkout's.
+    """
     started = time.perf_counter()
     with connect(info.admin_url) as conn:
         plan = plan_template(conn, info, prefix, settings.schema, root, env_for)
         major = server_major_version(conn)
+        source = source / dump_name(plan.name) if source.is_dir() else source
         header = read_header(info, source, major)
         if (header.key, header.major) != (template_key(plan.name), major):
             raise SchemaError(

@@ -86,3 +86,21 @@ def test_a_file_that_is_not_a_dump_is_refused(
     junk.write_text("not a dump")
     with pytest.raises(SchemaError, match="not a pg_dump custom-format archive"):
         import_into(pg_server, prefix, settings, project.root, _env, junk)
+
+
+def test_a_folder_holds_dumps_named_by_their_key(
+    pg_server: ServerInfo, prefix: str, settings: Settings, project: AlembicProject, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    exported = export_from(pg_server, prefix, settings, project.root, _env, cache)
+    assert exported.path.name == f"testdb-template-{exported.template.rsplit('_', 1)[1]}.dump"
+    _drop_templates(pg_server, prefix)
+    assert import_into(pg_server, prefix, settings, project.root, _env, cache).template == exported.template
+
+
+def test_a_folder_without_this_checkouts_dump_is_refused(
+    pg_server: ServerInfo, prefix: str, settings: Settings, project: AlembicProject, tmp_path: Path
+) -> None:
+    with pytest.raises(SchemaError, match="does not exist"):
+        import_into(pg_server, prefix, settings, project.root, _env, tmp_path)
