@@ -34,7 +34,8 @@ from provision import server_info, version_of  # noqa: E402
 
 from _alembic_project import AlembicProject  # noqa: E402
 from testdb.config import Settings  # noqa: E402
-from testdb.provision import Marker, drop_database, list_databases  # noqa: E402
+from testdb.ownership import Marker, list_databases  # noqa: E402
+from testdb.provision import drop_database  # noqa: E402
 from testdb.servers.base import ServerInfo, admin_connection  # noqa: E402
 from testdb.template import TemplateResult, ensure_template  # noqa: E402
 from testdb.template_io import export_from, import_into  # noqa: E402

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -29,23 +28,15 @@ import psycopg
 from psycopg import sql
 
 from testdb.config import SchemaSettings
-from testdb.errors import SchemaError
+from testdb.errors import SchemaError, first_line
 from testdb.migrations import Chain, load_chain
 from testdb.migrations._process import run_tool
 from testdb.naming import TEMPLATE_INFIX, template_name
-from testdb.provision import (
-    LOCK_NAMESPACE,
-    DatabaseRow,
-    Marker,
-    clone_strategy,
-    drop_database,
-    is_alive,
-    list_databases,
-    live_lock_keys,
-    set_marker,
-    terminate_sessions,
-)
-from testdb.servers.base import ServerInfo, connect, libpq_dsn, scrub, server_major_version
+from testdb.ownership import LOCK_NAMESPACE, DatabaseRow, Liveness, Marker, list_databases, set_marker
+from testdb.provision import clone_strategy, drop_database, terminate_sessions
+from testdb.resolve import resolve_attr
+from testdb.servers.base import ServerInfo, connect, scrub, server_major_version
+from testdb.urls import libpq_dsn
 
 TEMPLATE_FORMAT = "1"  # bump when the way templates are built changes
 BUILD_LOCK = LOCK_NAMESPACE + 1  # exclusive while a template is looked up or built
@@ -352,29 +343,21 @@ def _run_sql_file(dsn: str, path: Path, root: Path) -> None:
 
 
 def _run_callable(spec: str, url: str, root: Path) -> None:
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
+    if ":" not in spec or spec.startswith(":") or spec.endswith(":"):
         raise SchemaError(f"schema callable {spec!r} must look like 'package.module:function'")
     for path in (str(root), str(root / "src")):
         if path not in sys.path:
             sys.path.insert(0, path)
     try:
-        target: Any = importlib.import_module(module_name)
-        for part in attr.split("."):
-            target = getattr(target, part)
+        target = resolve_attr(spec)
     except (ImportError, AttributeError) as exc:
         raise SchemaError(f"cannot import schema callable {spec!r}: {exc}") from None
     try:
         target(url)
     except Exception as exc:
         raise SchemaError(
-            f"schema callable {spec!r} failed: {type(exc).__name__}: {scrub(_first_line(exc))}"
+            f"schema callable {spec!r} failed: {type(exc).__name__}: {scrub(first_line(exc))}"
         ) from None
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else "(no message)"
 
 
 def drop_stale(conn: psycopg.Connection[Any], prefix: str, current: str, keep: int) -> list[str]:
@@ -384,8 +367,8 @@ def drop_stale(conn: psycopg.Connection[Any], prefix: str, current: str, keep: i
     and one whose use-lock someone holds (a run cloning from it right now).
     """
     rows = list_databases(conn)
-    live = live_lock_keys(conn)
-    in_use = {r.marker.template for r in rows if r.marker and r.marker.template and is_alive(r.marker, live)}
+    live = Liveness.read(conn)
+    in_use = {r.marker.template for r in rows if r.marker and r.marker.template and live.alive(r.marker)}
     ranked = sorted(_templates(rows, prefix), key=lambda r: (r.name == current, _recency(r)), reverse=True)
     dropped = []
     for row in ranked[keep:]:

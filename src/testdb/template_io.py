@@ -25,8 +25,9 @@ from psycopg import sql
 from testdb.config import EmbeddedSettings, Settings
 from testdb.errors import SchemaError
 from testdb.naming import TEMPLATE_INFIX, new_run_id
-from testdb.provision import Marker, drop_database, drop_owned, list_databases, set_marker
-from testdb.servers.base import ServerInfo, connect, libpq_dsn, scrub, server_major_version
+from testdb.ownership import Marker, list_databases, set_marker
+from testdb.provision import drop_database, owned_names
+from testdb.servers.base import ServerInfo, connect, scrub, server_major_version
 from testdb.template import (
     EnvFactory,
     Plan,
@@ -38,6 +39,7 @@ from testdb.template import (
     seal_template,
     usable,
 )
+from testdb.urls import libpq_dsn
 
 EXPORT_SUFFIX = "_x"  # the clone pg_dump reads: templates refuse connections
 _DBNAME = re.compile(r"^;\s+dbname: (\S+)$", re.M)
@@ -150,7 +152,8 @@ def export_from(
         clone = result.name + EXPORT_SUFFIX
         with connect(info.admin_url) as conn:
             major = server_major_version(conn)
-            drop_owned(conn, [clone], None, info.default_database)  # what a crashed export left
+            for name in owned_names(conn, [clone], None, info.default_database):  # a crashed export's
+                drop_database(conn, name)
             create = sql.SQL("CREATE DATABASE {} TEMPLATE {}")
             conn.execute(create.format(sql.Identifier(clone), sql.Identifier(result.name)))
             set_marker(conn, clone, marker)

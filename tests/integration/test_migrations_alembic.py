@@ -14,7 +14,7 @@ from psycopg import sql
 from _alembic_project import AlembicProject
 from testdb.config import SchemaSettings
 from testdb.errors import SchemaError
-from testdb.provision import Marker, list_databases, set_marker
+from testdb.ownership import Marker, list_databases, set_marker
 from testdb.servers.base import ServerInfo, admin_connection, connect
 from testdb.template import TemplateHold, TemplateResult, ensure_template
 

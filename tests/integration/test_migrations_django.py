@@ -12,7 +12,7 @@ from psycopg import sql
 
 from testdb.config import SchemaSettings
 from testdb.errors import SchemaError
-from testdb.provision import Marker
+from testdb.ownership import Marker
 from testdb.servers.base import ServerInfo, admin_connection, connect
 from testdb.template import TemplateResult, ensure_template
 

@@ -11,7 +11,8 @@ import pytest
 from _alembic_project import AlembicProject
 from testdb.config import Settings
 from testdb.errors import SchemaError
-from testdb.provision import Marker, drop_database, list_databases
+from testdb.ownership import Marker, list_databases
+from testdb.provision import drop_database
 from testdb.servers.base import ServerInfo, admin_connection
 from testdb.template import ensure_template
 from testdb.template_io import export_from, import_into

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from testdb.migrations import Chain
-from testdb.provision import DatabaseRow, Marker
+from testdb.ownership import DatabaseRow, Marker
 from testdb.template import Plan, extension_source
 
 PREFIX = "app"

@@ -15,13 +15,12 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from sqlalchemy.engine import make_url
-
 from testdb.config import SchemaSettings
 from testdb.errors import SchemaError
 from testdb.migrations import Chain
 from testdb.migrations._django_child import TARGET_VAR
 from testdb.migrations._process import run_tool
+from testdb.urls import make_url
 
 CHILD = "testdb.migrations._django_child"
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import fcntl
 import getpass
 import hashlib
 import json
@@ -37,24 +36,25 @@ import re
 import secrets
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import platformdirs
 import psycopg
-from sqlalchemy.engine import URL
 
-from testdb.config import Settings
 from testdb.errors import DockerError
-from testdb.provision import is_alive, list_databases, live_lock_keys
-from testdb.servers.base import ServerInfo, pid_alive
+from testdb.locks import file_lock
+from testdb.ownership import Resource
+from testdb.servers.base import ServerInfo, ServerKind
+from testdb.urls import PgUrl
 
 if TYPE_CHECKING:
     from docker import DockerClient
     from docker.models.containers import Container
 
-KIND = "docker"
+    from testdb.config import Settings
+
+KIND: ServerKind = "docker"
 SUPERUSER = "postgres"
 DATABASE = "postgres"
 PGDATA = "/var/lib/postgresql/data"
@@ -82,9 +82,6 @@ API_TIMEOUT_S = 60
 POLL_S = 0.05
 BIND_ATTEMPTS = 3
 LOG_LINES = 3
-# A container younger than this may still be starting, or be owned by a process on another
-# host that has not taken its liveness lock yet: prune never judges it by reachability.
-ORPHAN_GRACE_S = 120.0
 
 _SEVERITY = re.compile(r"\b(FATAL|PANIC|ERROR|error):")
 # docker-proxy: "listen tcp4 127.0.0.1:5432: bind: address already in use"; the engine's own
@@ -262,8 +259,8 @@ class PostgresContainer:
         return {}
 
     @property
-    def url(self) -> URL:
-        return URL.create(
+    def url(self) -> PgUrl:
+        return PgUrl(
             "postgresql",
             username=SUPERUSER,
             password=self.password,
@@ -366,13 +363,10 @@ class PostgresContainer:
             url=self.url.render_as_string(hide_password=False),
             owned=True,
             reason=reason,
+            keep=self.reuse,
             container_id=self.id,
-            extra={
-                "image": self.image,
-                "config_hash": self.labels.get(LABEL_HASH, ""),
-                "reuse": self.reuse,
-                "docker_host": os.environ.get("DOCKER_HOST"),
-            },
+            image=self.image,
+            docker_host=os.environ.get("DOCKER_HOST"),
         )
 
 
@@ -400,17 +394,9 @@ def _ensure_image(client: DockerClient, image: str, notices: list[str]) -> str:
         ) from None
 
 
-@contextlib.contextmanager
-def _reuse_lock(digest: str) -> Iterator[None]:
+def _reuse_lock(digest: str) -> contextlib.AbstractContextManager[None]:
     """Serialises reuse-or-start on this machine, so two runs do not both start one."""
-    path = Path(platformdirs.user_cache_dir("testdb")) / "docker" / f"reuse-{digest}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return file_lock(Path(platformdirs.user_cache_dir("testdb")) / "docker" / f"reuse-{digest}.lock")
 
 
 def _find_reusable(client: DockerClient, image: str, digest: str) -> PostgresContainer | None:
@@ -528,9 +514,9 @@ def release(info: ServerInfo, *, force: bool = False) -> None:
 
     Only a container that carries testdb's labels is ever removed; one already gone is fine.
     """
-    if not info.container_id or (info.extra.get("reuse") and not force):
+    if not info.container_id or (info.keep and not force):
         return
-    client = _client(info.extra.get("docker_host"))
+    client = _client(info.docker_host)
     try:
         pg = _get(client, info.container_id)
         if pg is not None and is_testdb_container(pg.labels):
@@ -581,59 +567,68 @@ def labelled_containers() -> list[dict[str, str]]:
         client.close()
 
 
-def _has_live_run(pg: PostgresContainer) -> bool | None:
-    """True if a live testdb run uses the server; None if it cannot be reached."""
-    if pg.host_port is None or pg.password is None:
-        return None
-    try:
-        with psycopg.connect(
-            pg.url.render_as_string(hide_password=False), autocommit=True, connect_timeout=2
-        ) as conn:
-            live = live_lock_keys(conn)
-            rows = list_databases(conn)
-    except psycopg.Error:
-        return None
-    now = time.time()
-    return any(row.marker is not None and is_alive(row.marker, live, now) for row in rows)
+_STATUS = {"running": "running", "created": "created", "exited": "exited", "dead": "exited"}
 
 
-def _is_orphan(pg: PostgresContainer, now: float) -> bool:
-    young = now - pg.created < ORPHAN_GRACE_S
+def _resource(pg: PostgresContainer) -> Resource | None:
+    """What a container says about itself; None while paused/restarting (its owner's business)."""
+    status = _STATUS.get(pg.status)
+    if status is None:
+        return None
     owner = pg.owner
-    local_owner = owner.get("host") == socket.gethostname() and isinstance(owner.get("pid"), int)
-    owner_gone = local_owner and not pid_alive(int(owner["pid"]))
-    if pg.status in ("exited", "dead"):
-        return True
-    if pg.status == "created":  # never started: its owner died between create and start?
-        return owner_gone or not young
-    if pg.status != "running":
-        return False  # paused, restarting, being removed: leave it to its owner
-    if pg.reuse:
-        return not young and not pg.answers()
-    if local_owner and not owner_gone:
-        return False
-    live = _has_live_run(pg)
-    if live is None:  # unreachable
-        return local_owner or not young
-    if live:
-        return False
-    return local_owner or not young
+    pid = owner.get("pid")
+    url = pg.url.render_as_string(hide_password=False) if pg.host_port and pg.password else None
+    return Resource(
+        KIND,
+        pg.id,
+        status,  # type: ignore[arg-type]  # values of _STATUS are ResourceStatus literals
+        pg.created,
+        owner_host=owner.get("host"),
+        owner_pid=pid if isinstance(pid, int) else None,
+        kept=pg.reuse,
+        url=url,
+        answers=pg.answers,
+    )
 
 
-def orphaned_containers() -> list[str]:
-    """Ids of testdb's containers that no live run uses, for ``testdb prune``.
-
-    Dead means: exited (or never started); or, for a per-run container, its owner process
-    is gone from this host and no live testdb run (liveness lock or unexpired lease) has a
-    database on it, or it does not answer; a reuse container only when it does not answer.
-    Containers without testdb's labels are never listed.
-    """
+def containers() -> list[Resource]:
+    """testdb's containers on the engine, as facts for the janitor ([] if no engine answers)."""
+    if not engine_answers():
+        return []
     client = _client()
     try:
-        now = time.time()
-        return [pg.id for pg in _labelled(client) if _is_orphan(pg, now)]
+        return [r for r in map(_resource, _labelled(client)) if r is not None]
     finally:
         client.close()
+
+
+class DockerBackend:
+    kind: ServerKind = KIND
+
+    def acquire(self, settings: Settings, run_id: str, notices: list[str]) -> ServerInfo:
+        return acquire(settings, run_id, notices)
+
+    def release(self, info: ServerInfo, *, force: bool = False) -> None:
+        release(info, force=force)
+
+    def detach(self, info: ServerInfo, expires: float | None) -> None:
+        """Nothing to record: a detached run's lease lives in its databases' markers."""
+
+    def describe(self, info: ServerInfo) -> str | None:
+        short = (info.container_id or "")[:12]
+        for row in labelled_containers():
+            if row["id"].startswith(short):
+                return f"container: {row['name']} {row['status']} {row['ports']} reuse={row['reuse']}"
+        return f"container: {short} is gone"
+
+    def resources(self) -> list[Resource]:
+        return containers()
+
+    def remove(self, resource: Resource) -> None:
+        remove_container(resource.ident)
+
+
+BACKEND = DockerBackend()
 
 
 def remove_container(container_id: str) -> bool:

@@ -9,15 +9,16 @@ psycopg's binary wheel may look in a different socket directory than the system'
 from __future__ import annotations
 
 import os
-from typing import Any
-
-import psycopg
-from sqlalchemy.engine import URL
+from typing import TYPE_CHECKING, Any
 
 from testdb.errors import ServerError
-from testdb.servers.base import ServerInfo
+from testdb.servers.base import NoResources, ServerInfo, ServerKind
+from testdb.urls import PgUrl
 
-KIND = "local"
+if TYPE_CHECKING:
+    from testdb.config import Settings
+
+KIND: ServerKind = "local"
 SOCKET_DIRS = ("/var/run/postgresql", "/tmp")  # noqa: S108 - where PostgreSQL puts sockets
 
 
@@ -31,6 +32,8 @@ def _candidates() -> list[dict[str, Any]]:
 
 
 def _tcp_answers(port: int, user: str, password: str | None, dbname: str) -> bool:
+    import psycopg
+
     try:
         psycopg.connect(
             host="127.0.0.1",
@@ -47,6 +50,8 @@ def _tcp_answers(port: int, user: str, password: str | None, dbname: str) -> boo
 
 def find() -> ServerInfo | None:
     """The first local server that accepts a connection, or None."""
+    import psycopg
+
     for params in _candidates():
         try:
             conn = psycopg.connect(connect_timeout=2, autocommit=True, application_name="testdb", **params)
@@ -66,7 +71,7 @@ def find() -> ServerInfo | None:
         else:
             where = f"{host}:{port}"
         query = {"host": host} if host.startswith("/") else {}
-        url = URL.create(
+        url = PgUrl(
             "postgresql",
             username=user,
             password=password,
@@ -83,15 +88,17 @@ def find() -> ServerInfo | None:
     return None
 
 
-def acquire() -> ServerInfo:
-    info = find()
-    if info is None:
-        raise ServerError(
-            "no local PostgreSQL server answers (tried libpq defaults, sockets and localhost:5432)",
-            hint="start one, set PGHOST/PGPORT, or use --server embedded",
-        )
-    return info
+class LocalBackend(NoResources):
+    kind: ServerKind = KIND
+
+    def acquire(self, settings: Settings, run_id: str, notices: list[str]) -> ServerInfo:
+        info = find()
+        if info is None:
+            raise ServerError(
+                "no local PostgreSQL server answers (tried libpq defaults, sockets and localhost:5432)",
+                hint="start one, set PGHOST/PGPORT, or use --server embedded",
+            )
+        return info
 
 
-def release(info: ServerInfo) -> None:
-    """Nothing to stop: the server is not ours."""
+BACKEND = LocalBackend()
