@@ -48,21 +48,31 @@ def upgrade_here(ini: str, locations: list[str]) -> None:
     command.upgrade(cfg, "heads")
 
 
-def _forked_upgrade(ini: str, locations: list[str], env: Mapping[str, str], cwd: Path, log_fd: int) -> None:
+def _forked_upgrade(
+    ini: str, locations: list[str], env: Mapping[str, str], cwd: Path, log_fd: int, script: ScriptDirectory
+) -> None:
+    from alembic.script import ScriptDirectory
+
     os.dup2(log_fd, 1)  # env.py's logging and prints go to the log we show on failure
     os.dup2(log_fd, 2)
     os.environ.update(env)
     os.chdir(cwd)
+    # In this child only: the revision graph the parent parsed a moment ago for the key,
+    # instead of executing every revision file again (most of an extension's time).
+    ScriptDirectory.from_config = staticmethod(lambda *args, **kwargs: script)  # type: ignore[method-assign]
     upgrade_here(ini, locations)
 
 
-def _run_forked(ini: str, locations: list[str], env: Mapping[str, str], cwd: Path) -> None:
+def _run_forked(
+    ini: str, locations: list[str], env: Mapping[str, str], cwd: Path, script: ScriptDirectory
+) -> None:
     """A forked child: env.py's side effects (logging config, app imports, environment) stay
-    out of this process, and the child starts with Alembic and SQLAlchemy already imported
-    (a fresh interpreter spends longer importing them than one revision takes to apply)."""
+    out of this process, and the child starts with Alembic, SQLAlchemy and the parsed
+    revision graph already in memory (a fresh interpreter spends longer importing them
+    than one revision takes to apply)."""
     with tempfile.TemporaryFile() as log:
         child = multiprocessing.get_context("fork").Process(
-            target=_forked_upgrade, args=(ini, locations, env, cwd, log.fileno())
+            target=_forked_upgrade, args=(ini, locations, env, cwd, log.fileno(), script)
         )
         child.start()
         child.join()
@@ -116,12 +126,12 @@ def script_directory(schema: SchemaSettings, root: Path) -> ScriptDirectory:
     return ScriptDirectory(script.dir, version_locations=locations) if locations else script
 
 
-def revisions(schema: SchemaSettings, root: Path) -> tuple[str, ...]:
+def revisions(script: ScriptDirectory) -> tuple[str, ...]:
     """``"revision:digest"`` from base to heads, in the order ``upgrade`` applies them."""
     from alembic.util import CommandError
 
     try:
-        scripts = list(script_directory(schema, root).walk_revisions("base", "heads"))
+        scripts = list(script.walk_revisions("base", "heads"))
     except CommandError as exc:
         raise SchemaError(f"cannot read the alembic revision graph: {exc}", hint="alembic heads") from None
     return tuple(f"{s.revision}:{_file_digest(s.path)}" for s in reversed(scripts))
@@ -134,10 +144,10 @@ def load_chain(schema: SchemaSettings, root: Path) -> Chain:
     for path in (root / schema.alembic, Path(script.env_py_location)):
         base.update(_file_digest(path).encode())
     base.update((schema.command or "alembic upgrade heads").encode())
-    return Chain("alembic", base.hexdigest()[:DIGEST_LEN], revisions(schema, root), _upgrader(schema, root))
+    return Chain("alembic", base.hexdigest()[:DIGEST_LEN], revisions(script), _upgrader(schema, root, script))
 
 
-def _upgrader(schema: SchemaSettings, root: Path) -> Upgrade:
+def _upgrader(schema: SchemaSettings, root: Path, script: ScriptDirectory) -> Upgrade:
     command, ini = schema.command, str(root / (schema.alembic or ""))
     locations = version_locations(schema, root)
 
@@ -147,7 +157,7 @@ def _upgrader(schema: SchemaSettings, root: Path) -> Upgrade:
         elif FORK:
             import alembic.command  # noqa: F401 - imported once here, inherited by every fork
 
-            _run_forked(ini, locations, {**env, URL_VAR: url}, cwd)
+            _run_forked(ini, locations, {**env, URL_VAR: url}, cwd, script)
         else:
             code = f"from {__name__} import upgrade_here; import sys; upgrade_here(sys.argv[1], sys.argv[2:])"
             run_tool(
