@@ -3,7 +3,8 @@
 Each revision creates a table with an index and a foreign key to the previous one.
 
 - baseline: the full rebuild after one new revision (all 201 revisions from scratch, what
-  a template keyed by a hash of every input has to do);
+  a template keyed by a hash of every input has to do), with testdb's forked Alembic; also
+  shown: the same with Alembic in a fresh interpreter, as a CI job without the cache runs it;
 - testdb: the extension (clone the cached 200-revision template, apply the new one);
 - switch: branch A -> B -> A; back on A reuses A's template (builds: 0);
 - import: ``template import`` of an exported dump against migrating from scratch.

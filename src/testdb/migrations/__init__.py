@@ -14,8 +14,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from testdb.config import SchemaSettings
+if TYPE_CHECKING:  # the idle pytest plugin (django_pytest) imports this package: keep it light
+    from testdb.config import SchemaSettings
 
 #: Brings the database at ``url`` (postgresql+psycopg://) up to the chain's head; ``env``
 #: points DATABASE_URL and [env] at it; run from the project root.
