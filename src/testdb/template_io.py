@@ -10,11 +10,13 @@ embedded backend looks, or ``docker exec`` into the Docker backend's container.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -25,8 +27,8 @@ from psycopg import sql
 from testdb.config import EmbeddedSettings, Settings
 from testdb.errors import SchemaError
 from testdb.naming import TEMPLATE_INFIX, new_run_id
-from testdb.ownership import Marker, list_databases, set_marker
-from testdb.provision import drop_database, owned_names
+from testdb.ownership import Marker, RunLock, list_databases, set_marker
+from testdb.provision import drop_database
 from testdb.servers.base import ServerInfo, connect, scrub, server_major_version
 from testdb.template import (
     EnvFactory,
@@ -41,7 +43,7 @@ from testdb.template import (
 )
 from testdb.urls import libpq_dsn
 
-EXPORT_SUFFIX = "_x"  # the clone pg_dump reads: templates refuse connections
+EXPORT_SUFFIX = "_x"  # + a run id: the clone pg_dump reads (templates refuse connections)
 _DBNAME = re.compile(r"^;\s+dbname: (\S+)$", re.M)
 _FROM = re.compile(r"^;\s+Dumped from database version: (\d+)", re.M)
 _KEY = re.compile(re.escape(TEMPLATE_INFIX) + r"([0-9a-f]+)")
@@ -140,29 +142,39 @@ def read_header(info: ServerInfo, path: Path, major: int) -> DumpHeader:
     return DumpHeader(database.group(1), int(version.group(1)))
 
 
+@contextlib.contextmanager
+def _live_marker(info: ServerInfo, prefix: str) -> Iterator[Marker]:
+    """A marker whose run holds its liveness lock meanwhile: no prune takes what we are making."""
+    marker = Marker.for_run(new_run_id(), "building", prefix, None)
+    with RunLock(lambda: connect(info.admin_url), marker.run_id):
+        yield marker
+
+
 def export_from(
     info: ServerInfo, prefix: str, settings: Settings, root: Path, env_for: EnvFactory, dest: Path
 ) -> Transfer:
     """Dump this checkout's template (built first if missing) to ``dest`` (a folder: named by its key)."""
     started = time.perf_counter()
-    marker = Marker.for_run(new_run_id(), "building", prefix, None)
-    with TemplateHold(info) as hold:
+    with _live_marker(info, prefix) as marker, TemplateHold(info) as hold:
         result = ensure_template(info, prefix, settings.schema, marker, root, env_for, hold)
         dest = dest / dump_name(result.name) if dest.is_dir() else dest
-        clone = result.name + EXPORT_SUFFIX
-        with connect(info.admin_url) as conn:
-            major = server_major_version(conn)
-            for name in owned_names(conn, [clone], None, info.default_database):  # a crashed export's
-                drop_database(conn, name)
-            create = sql.SQL("CREATE DATABASE {} TEMPLATE {}")
-            conn.execute(create.format(sql.Identifier(clone), sql.Identifier(result.name)))
-            set_marker(conn, clone, marker)
-            try:
-                args, env = _target(info, clone)
-                dest.write_bytes(_run([*pg_tool(info, "pg_dump", major), "-Fc", *args], env, "pg_dump"))
-            finally:
-                drop_database(conn, clone)
+        _dump(info, result.name, marker, dest)
     return Transfer(result.name, dest, result.notice, time.perf_counter() - started)
+
+
+def _dump(info: ServerInfo, template: str, marker: Marker, dest: Path) -> None:
+    """pg_dump of a clone (templates refuse connections) named after the template: key in the header."""
+    clone = f"{template}{EXPORT_SUFFIX}{marker.run_id[:6]}"
+    with connect(info.admin_url) as conn:
+        major = server_major_version(conn)
+        create = sql.SQL("CREATE DATABASE {} TEMPLATE {}")
+        conn.execute(create.format(sql.Identifier(clone), sql.Identifier(template)))
+        try:
+            set_marker(conn, clone, marker)
+            args, env = _target(info, clone)
+            dest.write_bytes(_run([*pg_tool(info, "pg_dump", major), "-Fc", *args], env, "pg_dump"))
+        finally:
+            drop_database(conn, clone)
 
 
 def import_into(
@@ -177,25 +189,27 @@ def import_into(
         plan = plan_template(conn, info, prefix, settings.schema, root, env_for)
         major = server_major_version(conn)
         source = source / dump_name(plan.name) if source.is_dir() else source
-        header = read_header(info, source, major)
-        if (header.key, header.major) != (template_key(plan.name), major):
-            raise SchemaError(
-                f"{source} holds template {header.key or '?'} of PostgreSQL {header.major}; this checkout"
-                f" needs {template_key(plan.name)} on PostgreSQL {major}",
-                hint="the schema changed since the export: key the CI cache by the migration files",
-            )
-        with build_lock(conn, plan.name):
+        _check_header(read_header(info, source, major), source, template_key(plan.name), major)
+        with build_lock(conn, plan.name), _live_marker(info, prefix) as marker:
             if usable(conn, list_databases(conn), plan.name):
                 return Transfer(plan.name, source, "reused", time.perf_counter() - started)
-            _restore(conn, info, plan, prefix, source, major)
+            _restore(conn, info, plan, marker, source, major)
             drop_stale(conn, prefix, plan.name, settings.schema.keep_templates)
     return Transfer(plan.name, source, f"imported from {source.name}", time.perf_counter() - started)
 
 
+def _check_header(header: DumpHeader, source: Path, key: str, major: int) -> None:
+    if (header.key, header.major) != (key, major):
+        raise SchemaError(
+            f"{source} holds template {header.key or '?'} of PostgreSQL {header.major}; this checkout"
+            f" needs {key} on PostgreSQL {major}",
+            hint="the schema changed since the export: key the CI cache by the migration files",
+        )
+
+
 def _restore(
-    conn: psycopg.Connection[Any], info: ServerInfo, plan: Plan, prefix: str, source: Path, major: int
+    conn: psycopg.Connection[Any], info: ServerInfo, plan: Plan, marker: Marker, source: Path, major: int
 ) -> None:
-    marker = Marker.for_run(new_run_id(), "building", prefix, None)
     conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(plan.name)))
     try:
         set_marker(conn, plan.name, marker)
