@@ -233,3 +233,35 @@ def test_a_template_a_run_is_cloning_from_is_kept(
         project.add_table("b")
         ensure(keep=1)
         assert older.name in _templates(pg_server, prefix)
+
+
+def test_user_named_version_locations_are_read_and_applied(
+    ensure: Ensure, project: AlembicProject, pg_server: ServerInfo
+) -> None:
+    plugin = project.root / "plugins" / "billing" / "versions"
+    plugin.mkdir(parents=True)
+    project.add_table("a")
+    project.add_table("billing")
+    project.path("r0002").rename(plugin / "r0002.py")
+    result = ensure(alembic_version_locations=["migrations/versions", "plugins/*/versions"])
+    assert _tables(pg_server, result.name) == {"a", "billing", "alembic_version"}
+
+
+def test_a_version_location_that_matches_nothing_is_refused(ensure: Ensure, project: AlembicProject) -> None:
+    project.add_table("a")
+    with pytest.raises(SchemaError, match="matches no folder"):
+        ensure(alembic_version_locations=["nowhere/versions"])
+
+
+def test_without_fork_the_upgrade_runs_in_a_fresh_interpreter(
+    ensure: Ensure, project: AlembicProject, pg_server: ServerInfo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from testdb.migrations import alembic
+
+    monkeypatch.setattr(alembic, "FORK", False)
+    project.add_table("a")
+    ensure()
+    project.add_table("b")
+    result = ensure()
+    assert result.extended
+    assert _tables(pg_server, result.name) == {"a", "b", "alembic_version"}
