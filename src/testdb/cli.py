@@ -345,9 +345,7 @@ def prune(
 def _print_prune(report: PruneReport, dry_run: bool) -> None:
     verb = "would drop" if dry_run else "dropped"
     for resource in report.servers:
-        what = "embedded cluster" if resource.kind == "embedded" else "docker container"
-        ident = resource.ident if resource.kind == "embedded" else resource.ident[:12]
-        _say(f"testdb: {verb} {what} {ident}")
+        _say(f"testdb: {verb} {resource.label}")
     if report.server is None:
         _say("testdb: no server to prune")
         return

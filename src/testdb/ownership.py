@@ -199,6 +199,7 @@ class Resource:
     kept: bool = False  # kept/reused on purpose: survives its runs
     url: str | None = None  # to ask the server itself which runs live on it
     answers: Callable[[], bool] | None = None
+    label: str = ""  # how to name it to a user: "embedded cluster /dev/shm/…"
 
 
 def orphaned(resource: Resource, live_run: Callable[[Resource], bool | None], now: float) -> bool:

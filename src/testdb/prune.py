@@ -20,14 +20,11 @@ from testdb.naming import is_protected
 from testdb.ownership import DatabaseRow, Liveness, Resource, list_databases, orphaned
 from testdb.provision import drop_database
 from testdb.servers import backend, find_server
-from testdb.servers.base import ServerInfo, ServerKind, admin_connection, connect
+from testdb.servers.base import SERVER_KINDS, ServerInfo, ServerKind, admin_connection, connect
 from testdb.urls import make_url
 
 if TYPE_CHECKING:
     from testdb.config import Settings
-
-#: Kinds whose servers testdb starts itself (the others report no resources).
-OWNED_KINDS: tuple[ServerKind, ...] = ("embedded", "docker")
 
 
 @dataclass
@@ -87,7 +84,7 @@ def orphaned_servers() -> list[Resource]:
     """Clusters and containers testdb started that no live run uses any more."""
     now = time.time()
     found = []
-    for kind in OWNED_KINDS:
+    for kind in SERVER_KINDS:  # url and local report none: testdb never starts those
         found += [r for r in backend(kind).resources() if orphaned(r, _live_run_on, now)]
     return found
 

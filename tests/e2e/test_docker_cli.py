@@ -31,12 +31,12 @@ ENGINE_SCRIPT = ROOT / "scripts" / "docker-test-engine.sh"
 IMAGE = "testdb-postgres:15"
 
 
-@pytest.fixture(scope="module")
 def orphan_ids() -> list[str]:
     """Containers the janitor would remove (its one orphan policy over the backend's facts)."""
     return [r.ident for r in orphaned_servers() if r.kind == "docker"]
 
 
+@pytest.fixture(scope="module")
 def engine() -> Iterator[str]:
     """DOCKER_HOST of a real engine (set in os.environ for this module), or skip with why not."""
     try:
@@ -161,17 +161,15 @@ def test_a_sigkilled_run_leaves_a_labelled_container_that_status_down_and_prune_
     run_id = ""
     try:
 
-        def owned() -> list[dict[str, str]]:
-            return [row for row in backend.labelled_containers() if row["owner"].endswith(f":{proc.pid}")]
+        def owned() -> list[backend.ContainerRow]:
+            return [row for row in backend.labelled_containers() if row.owner.endswith(f":{proc.pid}")]
 
         wait_for(lambda: bool(owned()) and bool(sleepers(marker)), 60, "the run's child")
         [row] = owned()
-        run_id = row["run_id"]
-        assert row["status"] == "running" and row["ports"].startswith("127.0.0.1:")
+        run_id = row.run_id
+        assert row.status == "running" and row.ports.startswith("127.0.0.1:")
         container_id = run_containers(client, run_id)[0].id
-        assert container_id not in [
-            r.ident for r in orphaned_servers() if r.kind == "docker"
-        ]  # its run is alive
+        assert container_id not in orphan_ids()  # its run is alive
 
         proc.send_signal(signal.SIGKILL)
         for pid in sleepers(marker):  # it holds the pipes open that finish() reads to the end

@@ -190,10 +190,10 @@ def test_acquire_starts_a_labelled_tuned_container_that_answers(
             host="127.0.0.1", port=port, user="postgres", password="wrong", dbname="postgres"
         ).close()
 
-    listed = {row["id"]: row for row in backend.labelled_containers()}
-    assert listed[container.short_id]["run_id"] == run_id
-    assert listed[container.short_id]["ports"] == f"127.0.0.1:{port}"
-    assert listed[container.short_id]["status"] == "running"
+    listed = {row.id: row for row in backend.labelled_containers()}
+    assert listed[container.short_id].run_id == run_id
+    assert listed[container.short_id].ports == f"127.0.0.1:{port}"
+    assert listed[container.short_id].status == "running"
 
     backend.release(info)
     assert_nothing_left(client, run_id)
@@ -283,7 +283,7 @@ def test_a_container_without_testdb_labels_is_never_touched(engine: str, client:
         backend.release(info, force=True)
         assert backend.remove_container(plain.id) is False
         assert plain.id not in orphaned_container_ids()  # exited, but not testdb's
-        assert plain.short_id not in {row["id"] for row in backend.labelled_containers()}
+        assert plain.short_id not in {row.id for row in backend.labelled_containers()}
         plain.reload()
         assert plain.status == "exited"
     finally:
@@ -385,9 +385,9 @@ def test_orphaned_container_of_a_sigkilled_owner(engine: str, client: Any, tmp_p
         proc.wait(timeout=30)
 
         assert container_id in orphaned_container_ids()
-        listed = {row["id"]: row for row in backend.labelled_containers()}
-        assert listed[container_id[:12]]["run_id"] == run_id
-        assert listed[container_id[:12]]["owner"].endswith(f":{proc.pid}")
+        listed = {row.id: row for row in backend.labelled_containers()}
+        assert listed[container_id[:12]].run_id == run_id
+        assert listed[container_id[:12]].owner.endswith(f":{proc.pid}")
 
         assert backend.remove_container(container_id) is True
         assert_nothing_left(client, run_id)

@@ -161,3 +161,18 @@ def test_too_many_workers_fail_before_anything_is_created(
 def test_protected_prefix_is_refused(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
     with pytest.raises(OwnershipError, match="protected database 'postgres'"):
         _up(make_settings(prefix="postgres"), tmp_path)
+
+
+def test_a_lazy_serial_database_is_cloned_on_first_use_and_dropped_with_the_run(
+    make_settings: Callable[..., Settings], tmp_path: Path, database_names: Callable[[], set[str]]
+) -> None:
+    from testdb.worker import resolve_worker
+
+    settings = make_settings()
+    request = lifecycle.Request(1, False, serial=False, root=tmp_path)
+    with lifecycle.bound_run(settings, request, progress=lifecycle.Progress()) as state:
+        assert state.serial not in database_names()
+        worker = resolve_worker(lifecycle.environment(state, settings), "master")
+        assert worker.url.database == state.serial
+        assert state.serial in database_names()
+    assert state.serial not in database_names()

@@ -35,17 +35,16 @@ import os
 import re
 import secrets
 import socket
-import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import platformdirs
-import psycopg
 
-from testdb.errors import DockerError
+from testdb.errors import DockerError, ServerError
 from testdb.locks import file_lock
 from testdb.ownership import Resource
-from testdb.servers.base import ServerInfo, ServerKind
+from testdb.servers.base import ServerInfo, ServerKind, wait_ready
 from testdb.urls import PgUrl
 
 if TYPE_CHECKING:
@@ -284,24 +283,28 @@ class PostgresContainer:
                 f"container {self.short_id} has no published port for {CONTAINER_PORT}",
                 hint="the engine cannot publish ports here (dockerd --bridge=none?); use --server embedded",
             )
-        deadline = time.monotonic() + timeout
-        while not self.answers(connect_timeout=2):
-            self.reload()
-            if self.status not in ("created", "running", "restarting"):
-                code = self.container.attrs.get("State", {}).get("ExitCode")
-                raise DockerError(
-                    f"container {self.short_id} from {self.image} exited during start"
-                    f" (exit code {code}): {self.log_tail()}",
-                    hint="the image must run PostgreSQL and honour POSTGRES_USER/PASSWORD/DB;"
-                    " check docker.image",
-                )
-            if time.monotonic() > deadline:
-                raise DockerError(
-                    f"PostgreSQL in container {self.short_id} did not accept connections"
-                    f" within {timeout:g}s: {self.log_tail()}",
-                    hint="raise docker.start_timeout (TESTDB_DOCKER__START_TIMEOUT) on a slow machine",
-                )
-            time.sleep(POLL_S)
+        try:
+            ready = wait_ready(self.url, timeout, gone=self._exited, poll=POLL_S)
+        except ServerError as exc:
+            raise DockerError(
+                exc.message,
+                hint="the image must run PostgreSQL and honour POSTGRES_USER/PASSWORD/DB; check docker.image",
+            ) from None
+        if not ready:
+            raise DockerError(
+                f"PostgreSQL in container {self.short_id} did not accept connections"
+                f" within {timeout:g}s: {self.log_tail()}",
+                hint="raise docker.start_timeout (TESTDB_DOCKER__START_TIMEOUT) on a slow machine",
+            )
+
+    def _exited(self) -> str | None:
+        """Why the container can no longer come up (it exited), or None while it may."""
+        self.reload()
+        if self.status in ("created", "running", "restarting"):
+            return None
+        code = self.container.attrs.get("State", {}).get("ExitCode")
+        tail = self.log_tail()
+        return f"container {self.short_id} from {self.image} exited during start (exit code {code}): {tail}"
 
     def _start_error(self, exc: BaseException) -> DockerError:
         bind = _BIND_FAILURE.search(str(getattr(exc, "explanation", None) or exc))
@@ -312,22 +315,11 @@ class PostgresContainer:
             )
         return DockerError(f"cannot start container {self.short_id} from {self.image}: {_short(exc)}")
 
-    def answers(self, connect_timeout: int = 2) -> bool:
+    def answers(self) -> bool:
+        """Whether PostgreSQL in it accepts a connection right now."""
         if self.host_port is None or self.password is None:
             return False
-        try:
-            psycopg.connect(
-                host=PUBLISH_HOST,
-                port=self.host_port,
-                user=SUPERUSER,
-                password=self.password,
-                dbname=DATABASE,
-                connect_timeout=connect_timeout,
-                application_name="testdb",
-            ).close()
-        except psycopg.OperationalError:
-            return False
-        return True
+        return wait_ready(self.url, 0)
 
     def log_tail(self, lines: int = LOG_LINES) -> str:
         """The last log lines, led by the last FATAL/ERROR line if that is earlier."""
@@ -538,31 +530,41 @@ def _labelled(client: DockerClient) -> list[PostgresContainer]:
     return [pg for pg in map(PostgresContainer, found) if is_testdb_container(pg.labels)]
 
 
-def labelled_containers() -> list[dict[str, str]]:
-    """Every container carrying testdb's labels, for ``testdb status``.
+@dataclass(frozen=True)
+class ContainerRow:
+    """One of testdb's containers as ``testdb status`` shows it."""
 
-    Keys: id (short), name, run_id, status, ports, image, reuse ("yes"/"no"), owner
-    ("user@host:pid"), created (ISO 8601). Raises DockerError if no engine answers.
-    """
+    id: str  # short id
+    name: str
+    run_id: str
+    status: str
+    ports: str
+    image: str
+    reuse: bool
+    owner: str  # user@host:pid
+    created: str  # ISO 8601
+
+
+def _row(pg: PostgresContainer) -> ContainerRow:
+    owner = pg.owner
+    return ContainerRow(
+        id=pg.short_id,
+        name=str(pg.container.name),
+        run_id=pg.labels.get(LABEL_RUN, ""),
+        status=pg.status,
+        ports=_addr(pg) if pg.host_port else "",
+        image=pg.image,
+        reuse=pg.reuse,
+        owner=f"{owner.get('user', '?')}@{owner.get('host', '?')}:{owner.get('pid', '?')}",
+        created=pg.labels.get(LABEL_CREATED, ""),
+    )
+
+
+def labelled_containers() -> list[ContainerRow]:
+    """Every container carrying testdb's labels; raises DockerError if no engine answers."""
     client = _client()
     try:
-        rows = []
-        for pg in _labelled(client):
-            owner = pg.owner
-            rows.append(
-                {
-                    "id": pg.short_id,
-                    "name": str(pg.container.name),
-                    "run_id": pg.labels.get(LABEL_RUN, ""),
-                    "status": pg.status,
-                    "ports": _addr(pg) if pg.host_port else "",
-                    "image": pg.image,
-                    "reuse": "yes" if pg.reuse else "no",
-                    "owner": f"{owner.get('user', '?')}@{owner.get('host', '?')}:{owner.get('pid', '?')}",
-                    "created": pg.labels.get(LABEL_CREATED, ""),
-                }
-            )
-        return rows
+        return [_row(pg) for pg in _labelled(client)]
     finally:
         client.close()
 
@@ -588,6 +590,7 @@ def _resource(pg: PostgresContainer) -> Resource | None:
         kept=pg.reuse,
         url=url,
         answers=pg.answers,
+        label=f"docker container {pg.short_id}",
     )
 
 
@@ -617,8 +620,9 @@ class DockerBackend:
     def describe(self, info: ServerInfo) -> str | None:
         short = (info.container_id or "")[:12]
         for row in labelled_containers():
-            if row["id"].startswith(short):
-                return f"container: {row['name']} {row['status']} {row['ports']} reuse={row['reuse']}"
+            if row.id.startswith(short):
+                reuse = "yes" if row.reuse else "no"
+                return f"container: {row.name} {row.status} {row.ports} reuse={reuse}"
         return f"container: {short} is gone"
 
     def resources(self) -> list[Resource]:

@@ -504,7 +504,7 @@ def _resource(path: Path) -> Resource:
     record = read_record(path)
     created = path.stat().st_mtime
     if record is None:  # still being laid out: the record is written once the server is up
-        return Resource(KIND, str(path), "laying-out", created)
+        return Resource(KIND, str(path), "laying-out", created, label=f"embedded cluster {path}")
     pid = int(record.get("pid") or 0)
     running = pid > 0 and _is_our_postmaster(pid, path / "data") and pid_alive(pid)
     owner_pid = record.get("owner_pid")
@@ -518,6 +518,7 @@ def _resource(path: Path) -> Resource:
         expires=record.get("expires"),
         kept=bool(record.get("keep")),
         url=f"postgresql://{SUPERUSER}@127.0.0.1:{record.get('port')}/postgres",
+        label=f"embedded cluster {path}",
     )
 
 

@@ -12,7 +12,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from testdb.errors import ServerError
-from testdb.servers.base import NoResources, ServerInfo, ServerKind
+from testdb.servers.base import NoResources, ServerInfo, ServerKind, wait_ready
 from testdb.urls import PgUrl
 
 if TYPE_CHECKING:
@@ -32,20 +32,8 @@ def _candidates() -> list[dict[str, Any]]:
 
 
 def _tcp_answers(port: int, user: str, password: str | None, dbname: str) -> bool:
-    import psycopg
-
-    try:
-        psycopg.connect(
-            host="127.0.0.1",
-            port=port,
-            user=user,
-            password=password or None,
-            dbname=dbname,
-            connect_timeout=2,
-        ).close()
-    except psycopg.OperationalError:
-        return False
-    return True
+    url = PgUrl("postgresql", username=user, password=password, host="127.0.0.1", port=port, database=dbname)
+    return wait_ready(url, 0)
 
 
 def find() -> ServerInfo | None:
