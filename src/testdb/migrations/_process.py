@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from testdb.childenv import child_environment
 from testdb.errors import SchemaError
 from testdb.servers.base import scrub
 
@@ -24,7 +24,7 @@ def run_tool(argv: str | Sequence[str], env: Mapping[str, str], root: Path, what
         argv,
         shell=isinstance(argv, str),
         cwd=root,
-        env={**os.environ, **env},
+        env=child_environment(env),
         capture_output=True,
         text=True,
         check=False,
