@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from testdb.errors import ServerError
 from testdb.naming import is_protected
@@ -24,6 +24,8 @@ from testdb.servers.base import SERVER_KINDS, ServerInfo, ServerKind, admin_conn
 from testdb.urls import make_url
 
 if TYPE_CHECKING:
+    import psycopg
+
     from testdb.config import Settings
 
 
@@ -74,10 +76,20 @@ def prune_databases(
             if row.connections and not force:
                 report.busy.append(row)
                 continue
-            if not dry_run:
-                drop_database(conn, row.name)
+            if not dry_run and not _drop(conn, row):
+                report.busy.append(row)  # a template a live run is cloning from right now
+                continue
             report.dropped.append(row.name)
     return report
+
+
+def _drop(conn: psycopg.Connection[Any], row: DatabaseRow) -> bool:
+    if row.marker is not None and row.marker.role == "template":
+        from testdb.template import drop_unused
+
+        return drop_unused(conn, row)
+    drop_database(conn, row.name)
+    return True
 
 
 def orphaned_servers() -> list[Resource]:

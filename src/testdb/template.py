@@ -370,17 +370,20 @@ def drop_stale(conn: psycopg.Connection[Any], prefix: str, current: str, keep: i
     live = Liveness.read(conn)
     in_use = {r.marker.template for r in rows if r.marker and r.marker.template and live.alive(r.marker)}
     ranked = sorted(_templates(rows, prefix), key=lambda r: (r.name == current, _recency(r)), reverse=True)
-    dropped = []
-    for row in ranked[keep:]:
-        if row.connections or row.name in in_use or not _try_use_lock(conn, row.name):
-            continue
-        try:
-            with contextlib.suppress(psycopg.Error):
-                drop_database(conn, row.name)
-                dropped.append(row.name)
-        finally:
-            conn.execute("SELECT pg_advisory_unlock(%s, %s)", (USE_LOCK, lock_key(row.name)))
-    return dropped
+    return [row.name for row in ranked[keep:] if row.name not in in_use and drop_unused(conn, row)]
+
+
+def drop_unused(conn: psycopg.Connection[Any], row: DatabaseRow) -> bool:
+    """Drop a template nobody holds (no sessions, no run cloning from it); whether it went."""
+    if row.connections or not _try_use_lock(conn, row.name):
+        return False
+    try:
+        with contextlib.suppress(psycopg.Error):
+            drop_database(conn, row.name)
+            return True
+        return False
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s, %s)", (USE_LOCK, lock_key(row.name)))
 
 
 def _try_use_lock(conn: psycopg.Connection[Any], name: str) -> bool:
