@@ -53,6 +53,7 @@ sys.path.insert(0, str(HERE))
 from bench_schema import build_metadata  # noqa: E402
 
 from testdb import clean  # noqa: E402
+from testdb.clean.catalog import catalog_query  # noqa: E402
 from testdb.config import EmbeddedSettings  # noqa: E402
 from testdb.servers import embedded, local  # noqa: E402
 from testdb.servers.base import ServerInfo, admin_connection, connect  # noqa: E402
@@ -215,7 +216,7 @@ def ordering_times(db: Database, repeat: int) -> dict[str, float]:
 
     edges = len(clean.load_plan(db.conn, []).edges)
     return {
-        "catalog_query_ms": median_ms(lambda: db.conn.execute(clean._CATALOG_QUERY).fetchall()),
+        "catalog_query_ms": median_ms(lambda: db.conn.execute(catalog_query(db.conn.info.server_version)).fetchall()),
         "load_plan_ms": median_ms(lambda: clean.load_plan(db.conn, [])),
         "reflect_sort_ms": median_ms(lambda: seed_order(db.engine), times=min(5, repeat)),
         "fk_edges": edges,

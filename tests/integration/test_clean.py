@@ -364,7 +364,7 @@ def test_dropped_table_makes_the_plan_reload(db: psycopg.Connection[Any]) -> Non
 
 
 def test_do_block_fallback_empties_every_table(db: psycopg.Connection[Any]) -> None:
-    clean._no_temp.add(db)  # as when the role may not create temporary functions
+    clean.Cleaner.of(db).use_temp = False  # as when the role may not create temporary functions
     report = clean.clean_connection(db, _settings(strategy="auto"))
     assert sorted(report.emptied) == sorted(CLEANED)
     assert sum(_every_table_row_counts(db).values()) == 3
