@@ -408,6 +408,8 @@ def prune(
         sys.stdout.write(f"{name}\n")
     for row in report.busy:
         _say(f"testdb: skipped {row.name}: {row.connections} open connection(s) (use --force)")
+    for row in report.not_owned:
+        _say(f"testdb: skipped {row.name}: owned by another role (only its owner or a superuser may drop it)")
     _say(f"testdb: {verb} {len(report.dropped)} databases of dead runs on {info.kind} server")
 
 

@@ -12,11 +12,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from testdb.naming import is_protected
 from testdb.provision import DatabaseRow, drop_database, is_alive, list_databases, live_lock_keys
 from testdb.servers import embedded
 from testdb.servers.base import ServerInfo, admin_connection
+
+if TYPE_CHECKING:
+    import psycopg
 
 
 @dataclass
@@ -24,6 +28,7 @@ class PruneReport:
     dropped: list[str] = field(default_factory=list)
     busy: list[DatabaseRow] = field(default_factory=list)
     clusters: list[str] = field(default_factory=list)
+    not_owned: list[DatabaseRow] = field(default_factory=list)  # another role's: DROP would be refused
 
 
 def dead_databases(info: ServerInfo, prefix: str | None = None, templates: bool = False) -> list[DatabaseRow]:
@@ -60,7 +65,11 @@ def prune(
     report = PruneReport()
     rows = dead_databases(info, prefix, templates)
     with admin_connection(info) as conn:
+        droppable = _droppable(conn)
         for row in rows:
+            if row.name not in droppable:
+                report.not_owned.append(row)
+                continue
             if row.connections and not force:
                 report.busy.append(row)
                 continue
@@ -68,6 +77,14 @@ def prune(
                 drop_database(conn, row.name)
             report.dropped.append(row.name)
     return report
+
+
+def _droppable(conn: psycopg.Connection[Any]) -> set[str]:
+    """Databases the connected role may drop: those it owns, through membership too (a
+    superuser owns everything). A LOGIN CREATEDB role on a shared server sees other roles'
+    dead runs, and must leave them to their owners rather than fail on them."""
+    rows = conn.execute("SELECT datname FROM pg_catalog.pg_database WHERE pg_has_role(datdba, 'USAGE')")
+    return {str(name) for (name,) in rows.fetchall()}
 
 
 def prune_clusters(dry_run: bool = False) -> list[str]:
