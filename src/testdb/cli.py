@@ -462,6 +462,8 @@ def _first_line(exc: BaseException) -> str:
 
 def _server_hint(exc: psycopg.Error) -> str:
     if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+        if "must be owner" in str(exc):
+            return "only the owner of that object (or a superuser) may do that: connect as its owner"
         return "the role needs CREATEDB (and to own what testdb drops); use a role that has it"
     if isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
         return "the server or session is read-only (a replica, or default_transaction_read_only)"

@@ -32,6 +32,7 @@ from testdb.provision import (
     Marker,
     drop_database,
     list_databases,
+    missing_createdb,
     set_marker,
     terminate_sessions,
 )
@@ -124,7 +125,10 @@ def _build(
     env_for: EnvFactory,
 ) -> None:
     try:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        try:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise missing_createdb(conn.info.user, exc) from None
         set_marker(conn, name, marker.with_role("building"))
         url = info.database_url(name)
         for path in _expand(schema.sql, root):

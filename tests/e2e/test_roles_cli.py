@@ -25,7 +25,7 @@ from psycopg import sql
 
 from testdb.provision import Marker, set_marker
 
-from ._cli import Cli, finish, start, wait_for
+from ._cli import Cli, assert_refused, finish, start, wait_for
 from ._db import database_names
 
 SCHEMA = """
@@ -251,3 +251,18 @@ def test_plugin_fixtures_clean_between_tests_as_the_role(
     result = cli("run", "-n", "2", "--", sys.executable, "-m", "pytest", "-q", "-n", "2", "-p", "no:randomly")
     assert result.code == 0, result.out + result.err
     assert "3 passed" in result.out
+
+
+def test_role_without_createdb_is_told_what_to_grant(
+    cli: Cli, tmp_path: Path, prefix: str, admin: psycopg.Connection[Any]
+) -> None:
+    name = f"testdb_e2e_login_{secrets.token_hex(4)}"
+    admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(name)))
+    try:
+        url = f"postgresql://{name}@127.0.0.1:{admin.info.port}/postgres"
+        result = cli("up", "--url", url, "--prefix", prefix)
+        assert_refused(result, "CREATEDB")
+        assert f"ALTER ROLE {name} CREATEDB" in result.lines("hint:")[0]
+        assert database_names(admin, prefix) == set()
+    finally:
+        admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
