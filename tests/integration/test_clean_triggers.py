@@ -194,6 +194,19 @@ def test_owner_disables_and_enables_the_triggers_inside_the_reset(db: psycopg.Co
     assert set(plan.skip) >= {ledger, clean.Table("public", "orders"), clean.Table("public", "cycle_a")}
 
 
+def test_only_a_role_that_may_set_the_replication_role_may_skip_foreign_key_checks(
+    db: psycopg.Connection[Any], owner: str, admin: psycopg.Connection[Any]
+) -> None:
+    plan = clean.load_plan(db, KEEP)
+    assert plan.fk_checks_skippable is (owner == admin.info.user and False)  # ENABLE ALWAYS trigger
+    db.execute("DROP TABLE always_audited")
+    plan = clean.load_plan(db, KEEP)
+    assert plan.fk_checks_skippable is (owner == admin.info.user)
+    report = clean.reset(db, plan, "delete", skip_fk_checks=True)
+    assert report.fk_checks_skipped is plan.fk_checks_skippable
+    assert _count(db, "ledger") == 0
+
+
 def test_trigger_created_after_the_plan_is_kept_from_firing_too(db: psycopg.Connection[Any]) -> None:
     clean.clean_connection(db, _settings())
     db.execute(

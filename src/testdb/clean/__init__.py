@@ -81,6 +81,8 @@ def reset(
     strategy: Strategy = "auto",
     reset_sequences: bool = False,
     lock_timeout: float = 5.0,
+    skip_fk_checks: bool | None = None,
 ) -> CleanReport:
     """Empty every table of ``plan`` that holds rows (see :meth:`Cleaner.reset`)."""
-    return Cleaner.of(conn).reset(plan, ResetOptions(strategy, reset_sequences, lock_timeout))
+    options = ResetOptions(strategy, reset_sequences, lock_timeout, skip_fk_checks)
+    return Cleaner.of(conn).reset(plan, options)

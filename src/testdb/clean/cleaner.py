@@ -15,7 +15,7 @@ from psycopg import sql
 from testdb.clean.catalog import PlanCache, plan_cache
 from testdb.clean.connection import check_idle, end_transaction, one_line
 from testdb.clean.failures import Attempt, explain, user_function_in
-from testdb.clean.plan import STRATEGIES, CleanPlan, Strategy
+from testdb.clean.plan import REPLICA_FACTOR, STRATEGIES, CleanPlan, Strategy, Table
 from testdb.clean.sqlgen import render
 from testdb.config import CleanSettings
 from testdb.errors import CleanError
@@ -43,6 +43,7 @@ class CleanReport:
     strategy: str
     truncated: tuple[str, ...] = ()
     rows_exact: bool = True
+    fk_checks_skipped: bool = False  # ran with session_replication_role = replica
 
     def summary(self) -> str:
         """One line for humans, e.g. ``emptied 5 tables (42 rows) in 3.1 ms``."""
@@ -57,6 +58,9 @@ class ResetOptions:
     strategy: Strategy = "auto"
     reset_sequences: bool = False
     lock_timeout: float = 5.0
+    # Skip foreign-key checks (session_replication_role = replica) where the plan allows it:
+    # None decides by the last reset's RI work (see plan.py), True whenever allowed, False never.
+    skip_fk_checks: bool | None = None
 
     @classmethod
     def of(cls, settings: CleanSettings) -> ResetOptions:
@@ -99,7 +103,10 @@ class Cleaner:
         self.plans = plans
         self.created: set[str] = set()  # reset functions that exist in this session
         self.use_temp = True  # False once the role was refused a temporary function
-        self._calls: dict[tuple[str, bool, int, str], bytes] = {}
+        self._calls: dict[tuple[str, bool, int, str, bool], bytes] = {}
+        # RI work (estimated us) of the last reset of each plan and strategy: the next
+        # reset skips foreign-key checks when it was worth a replan (see plan.py)
+        self._fk_work: dict[str, float] = {}
 
     @classmethod
     def of(cls, conn: psycopg.Connection[Any]) -> Cleaner:
@@ -148,7 +155,22 @@ class Cleaner:
                 f" ({outcome.reason})",
                 hint="do not create, drop or rename tables while cleaning",
             )
-        return _report(plan, options, outcome, time.perf_counter() - started)
+        report = _report(plan, options, outcome, time.perf_counter() - started)
+        self._fk_work[self._work_key(plan, options)] = plan.fk_check_us(_rows_deleted(plan, outcome))
+        return report
+
+    @staticmethod
+    def _work_key(plan: CleanPlan, options: ResetOptions) -> str:
+        return f"{plan.fingerprint}_{options.strategy}"
+
+    def _skip_fk_checks(self, plan: CleanPlan, options: ResetOptions) -> bool:
+        """Run this reset with session_replication_role = replica? When allowed, and when the
+        last reset of this plan spent far more on RI checks than a replan costs."""
+        if not plan.fk_checks_skippable or options.skip_fk_checks is False:
+            return False
+        if options.skip_fk_checks:
+            return True
+        return self._fk_work.get(self._work_key(plan, options), 0.0) > REPLICA_FACTOR * plan.replan_us
 
     def _run(self, plan: CleanPlan, options: ResetOptions) -> _Outcome:
         """One round trip: the decoded report, or _Stale if the plan no longer fits the catalog."""
@@ -175,30 +197,32 @@ class Cleaner:
         """What to send: a call of the session's function (creating it first if needed),
         or a DO block. Sets ``attempt.rendered`` when it renders the code."""
         conn, plan = attempt.conn, attempt.plan
+        replica = self._skip_fk_checks(plan, options)
         if not self.use_temp:
-            args = (options.reset_sequences, options.timeout_ms, plan.mark)
+            args = (options.reset_sequences, options.timeout_ms, plan.mark, replica)
             attempt.rendered = render(conn, plan, options.strategy, do_args=args)
             do = sql.SQL("DO {}; SELECT pg_catalog.current_setting('testdb.clean_report')")
             return do.format(sql.Literal(attempt.rendered.text)).as_bytes(conn)
-        call = self._call(name, options, plan.mark)
+        call = self._call(name, options, plan.mark, replica)
         if name in self.created:
             return call
         attempt.rendered = render(conn, plan, options.strategy)
         create = sql.SQL(
             "CREATE OR REPLACE FUNCTION pg_temp.{}(p_reset boolean, p_lock_timeout_ms integer,"
-            " p_mark text) RETURNS text LANGUAGE plpgsql AS {}; "
+            " p_mark text, p_replica boolean) RETURNS text LANGUAGE plpgsql AS {}; "
         ).format(sql.Identifier(name), sql.Literal(attempt.rendered.text))
         return create.as_bytes(conn) + call
 
-    def _call(self, name: str, options: ResetOptions, mark: str) -> bytes:
+    def _call(self, name: str, options: ResetOptions, mark: str, replica: bool) -> bytes:
         """``SELECT pg_temp.<name>(…)``, composed once per distinct arguments (it is sent on
         every reset: composing it again would cost more than a tenth of a small reset)."""
-        key = (name, options.reset_sequences, options.timeout_ms, mark)
+        key = (name, options.reset_sequences, options.timeout_ms, mark, replica)
         query = self._calls.get(key)
         if query is None:
             if len(self._calls) > 64:
                 self._calls.clear()
-            args = [sql.Literal(options.reset_sequences), sql.Literal(options.timeout_ms), sql.Literal(mark)]
+            values = (options.reset_sequences, options.timeout_ms, mark, replica)
+            args = [sql.Literal(value) for value in values]
             call = sql.SQL("SELECT pg_temp.{}({})").format(sql.Identifier(name), sql.SQL(", ").join(args))
             query = self._calls[key] = call.as_bytes(self.conn)
         return query
@@ -227,6 +251,16 @@ class Cleaner:
         raise explain(attempt, exc) from None
 
 
+def _rows_deleted(plan: CleanPlan, outcome: dict[str, Any]) -> dict[Table, int]:
+    """Rows the reset DELETEd, by table (TRUNCATEd tables ran no RI checks)."""
+    truncated = set(outcome["truncated"])
+    return {
+        plan.tables[i - 1]: int(n)
+        for i, n in zip(outcome["emptied"], outcome["rows"], strict=True)
+        if i not in truncated
+    }
+
+
 def _report(plan: CleanPlan, options: ResetOptions, outcome: dict[str, Any], seconds: float) -> CleanReport:
     tables = plan.tables
     emptied = [tables[i - 1].display for i in outcome["emptied"]]
@@ -239,6 +273,7 @@ def _report(plan: CleanPlan, options: ResetOptions, outcome: dict[str, Any], sec
         strategy=options.strategy,
         truncated=tuple(t for t in emptied if t in truncated),
         rows_exact=bool(outcome["exact"]),
+        fk_checks_skipped=bool(outcome.get("replica")),
     )
 
 

@@ -66,7 +66,7 @@ def render(
     conn: psycopg.Connection[Any],
     plan: CleanPlan,
     strategy: Strategy,
-    do_args: tuple[bool, int, str] | None = None,
+    do_args: tuple[bool, int, str, bool] | None = None,
 ) -> Rendered:
     """The PL/pgSQL body of the reset function (or of a DO block, given ``do_args``).
 
@@ -84,7 +84,8 @@ def render(
     params: sql.Composable = sql.SQL("")
     if do_args is not None:
         params = sql.SQL(
-            "p_reset boolean := {}; p_lock_timeout_ms integer := {}; p_mark text := {};\n  "
+            "p_reset boolean := {}; p_lock_timeout_ms integer := {}; p_mark text := {};"
+            " p_replica boolean := {};\n  "
         ).format(*(sql.Literal(a) for a in do_args))
     chunks: list[_Piece] = [
         (
@@ -116,7 +117,8 @@ def render(
         )
     report = sql.SQL(
         "pg_catalog.json_build_object('emptied', v_done, 'rows', v_rows,"
-        " 'truncated', v_trunc, 'exact', v_exact)::text"
+        " 'truncated', v_trunc, 'exact', v_exact,"
+        " 'replica', pg_catalog.current_setting('session_replication_role') = 'replica')::text"
     )
     chunks.append((sql.SQL("  {}\nEND").format(give(report)), ()))
 
@@ -178,6 +180,17 @@ class _Gen:
                 (),
             ),
         ]
+        if plan.fk_checks_skippable:  # after the probe: its plan survives this reset
+            pieces.append(
+                (
+                    sql.SQL(
+                        "  IF p_replica AND v_steps IS NOT NULL THEN\n"
+                        "    PERFORM pg_catalog.set_config('session_replication_role', 'replica', true);\n"
+                        "  END IF;"
+                    ),
+                    (),
+                )
+            )
         if strategy == "delete":
             return pieces + self.loop([(step, self.delete(step)) for step in plan.steps])
         if strategy == "auto":
