@@ -23,7 +23,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from testdb.provision import Marker, set_marker
+from testdb.ownership import Marker, set_marker
 
 from ._cli import Cli, assert_refused, finish, start, wait_for
 from ._db import database_names

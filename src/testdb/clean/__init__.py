@@ -26,7 +26,6 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
-from sqlalchemy.engine import URL, make_url
 
 from testdb.clean.catalog import PlanCache, load_plan, plan_cache
 from testdb.clean.cleaner import Cleaner, CleanReport, ResetOptions
@@ -34,6 +33,7 @@ from testdb.clean.graph import order_steps
 from testdb.clean.plan import STRATEGIES, CleanPlan, Rights, Strategy, Table, Trigger, make_plan
 from testdb.config import CleanSettings
 from testdb.servers.base import connect
+from testdb.urls import PgUrl, make_url
 
 __all__ = [
     "STRATEGIES",
@@ -65,7 +65,7 @@ def clean_connection(conn: psycopg.Connection[Any], settings: CleanSettings) -> 
     return Cleaner.of(conn).clean(settings)
 
 
-def clean_database(url: URL | str, settings: CleanSettings) -> CleanReport:
+def clean_database(url: PgUrl | str, settings: CleanSettings) -> CleanReport:
     """Connect to the database at ``url``, empty it (see :func:`clean_connection`), disconnect."""
     target = make_url(url) if isinstance(url, str) else url
     conn = connect(target)

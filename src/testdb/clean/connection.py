@@ -6,7 +6,7 @@ from typing import Any
 
 import psycopg
 
-from testdb.errors import CleanError
+from testdb.errors import CleanError, first_line
 from testdb.servers.base import scrub
 
 
@@ -33,5 +33,4 @@ def end_transaction(conn: psycopg.Connection[Any]) -> None:
 
 def one_line(exc: BaseException) -> str:
     """The first line of an error, with any password masked."""
-    text = scrub(str(exc)).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return scrub(first_line(exc))
