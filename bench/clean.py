@@ -225,7 +225,7 @@ def ordering_times(db: Database, repeat: int) -> dict[str, float]:
 
 
 WRITES = 1000  # the write-heavy test: single-row INSERTs, each its own statement
-WRITE_ROUNDS = 7
+WRITE_ROUNDS = 15
 
 
 def write_heavy(db: Database) -> dict[str, float]:
