@@ -126,7 +126,8 @@ class Database:
     def __init__(self, info: ServerInfo, name: str, tables: int) -> None:
         self.tables = tables
         self.url = info.database_url(name)
-        self.engine: Engine = create_engine(self.url.set(drivername="postgresql+psycopg"))
+        sa_url = self.url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+        self.engine: Engine = create_engine(sa_url)
         build_metadata(tables).create_all(self.engine)
         self.conn: Conn = connect(self.url)  # the one every method resets through
         # The tables are dirtied through another session, as an application under test

@@ -139,8 +139,9 @@ class _Gen:
 
     The reset first probes every table in ONE statement,
     ``SELECT ARRAY[EXISTS (SELECT FROM ONLY t1), …] INTO v_f`` (one executor run, planned
-    once per session: measured ~1.5-2 ms for 300 tables, against ~2-3 ms for one probe
-    statement per table), turns the flags into the sorted list of steps holding rows, and
+    once per session; cheaper than one probe statement per table, than ``pg_relation_size``
+    per table -- which opens and locks each table too -- and than a UNION ALL of ``LIMIT 1``
+    scans: docs/benchmarks.md), turns the flags into the sorted list of steps holding rows, and
     loops over that list. Each iteration finds its step's code through a binary tree of
     ``IF v_i <= pivot`` (about log2(steps) tests), so a reset of 300 tables of which 5 hold
     rows runs ~50 PL/pgSQL statements besides the probe, not 300 ``IF``s (~0.5 ms).
