@@ -6,13 +6,16 @@ UV ?= $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: help install demo test test-fast lint bench clean-local
+.PHONY: help install demo test test-fast lint bench clean-local floors wheel-smoke dist
 
 help:
 	@echo "make demo   install, then run the example suite with testdb on an embedded PostgreSQL"
 	@echo "make test   install, then lint and run the whole test suite"
 	@echo "make lint   ruff + mypy --strict"
 	@echo "make bench  benchmarks (bench/), printing ratios against a baseline"
+	@echo "make floors the built wheel, every dependency at its lowest allowed version, in a fresh venv: smoke run"
+	@echo "make wheel-smoke  the same smoke with the newest versions"
+	@echo "make dist   wheel and sdist into dist/"
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -45,3 +48,14 @@ bench: install
 	$(BIN)/python bench/clone_strategy.py --server embedded
 	$(BIN)/python bench/clone_strategy.py --server local
 	$(BIN)/python bench/clean.py
+	UV=$(UV) $(BIN)/python bench/cli.py
+
+# Honest dependency floors (scripts/check-floors.sh): about 20 s with a warm uv cache.
+floors: | $(UV)
+	UV=$(UV) PYTHON=$(PYTHON) scripts/check-floors.sh
+
+wheel-smoke: | $(UV)
+	UV=$(UV) PYTHON=$(PYTHON) RESOLUTION=highest scripts/check-floors.sh
+
+dist: | $(UV)
+	$(UV) build --out-dir dist

@@ -69,13 +69,9 @@ def _say(message: str) -> None:
 
 def _version(value: bool) -> None:
     if value:
-        from importlib.metadata import PackageNotFoundError, version
+        from testdb.entry import version_line  # the console script answers --version itself
 
-        try:
-            found = version("pytest-testdb")
-        except PackageNotFoundError:
-            found = "unknown (not installed as a package)"
-        sys.stdout.write(f"testdb {found}\n")
+        sys.stdout.write(version_line() + "\n")
         raise typer.Exit()
 
 
@@ -186,20 +182,22 @@ def run(
     Usage: testdb run [-n N] -- COMMAND [ARGS...]. Exits with COMMAND's exit code.
     """
     from testdb import lifecycle
+    from testdb.sharing import redis_claim
 
     command = list(ctx.args)
     options = {"server": server, "url": url, "prefix": prefix, "workers": workers}
     settings = _settings(**options, unique=unique, keep_server=keep_server)
     request = lifecycle.run_request(settings, command, workers, settings.names == "unique")
     progress = lifecycle.Progress()
-    outcome = lifecycle.run(
-        settings,
-        request,
-        command,
-        keep=keep,
-        progress=progress,
-        announce=lambda state: _report_progress(progress, state),
-    )
+    with redis_claim(settings, request.workers, request.serial):
+        outcome = lifecycle.run(
+            settings,
+            request,
+            command,
+            keep=keep,
+            progress=progress,
+            announce=lambda state: _report_progress(progress, state),
+        )
     if keep:
         _say(
             f"testdb: kept {len(outcome.state.databases)} databases ('testdb env' prints the environment,"
@@ -402,7 +400,10 @@ def _explain(exc: Exception) -> tuple[str, str]:
 def _usage(exc: BaseException) -> tuple[str, str]:
     ctx = getattr(exc, "ctx", None)
     if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
-        sys.stdout.write(ctx.get_help() + "\n")
+        # typer's rich help is printed while the error is made (its text is then empty)
+        text = exc.format_message() if hasattr(exc, "format_message") else ""
+        if text.strip():
+            sys.stdout.write(text + "\n")
         sys.exit(0)
     command = ctx.command_path if ctx is not None else "testdb"
     format_message = getattr(exc, "format_message", None)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from testdb.childenv import child_environment
 from testdb.config import SchemaSettings
 from testdb.errors import SchemaError, first_line
 from testdb.naming import TEMPLATE_INFIX, template_name
@@ -166,7 +166,7 @@ def _run_command(command: str, env: Mapping[str, str], root: Path) -> None:
         command,
         shell=True,
         cwd=root,
-        env={**os.environ, **env},
+        env=child_environment(env),
         capture_output=True,
         text=True,
         check=False,
