@@ -28,11 +28,15 @@ if TYPE_CHECKING:
 
     from testdb.config import Settings
 
+if TYPE_CHECKING:
+    import psycopg
+
 
 @dataclass
 class PruneReport:
     dropped: list[str] = field(default_factory=list)
     busy: list[DatabaseRow] = field(default_factory=list)
+    not_owned: list[DatabaseRow] = field(default_factory=list)  # another role's: DROP would be refused
     servers: list[Resource] = field(default_factory=list)  # embedded clusters, containers
     server: ServerInfo | None = None  # where databases were looked for (None: no server)
 
@@ -72,7 +76,11 @@ def prune_databases(
     report = PruneReport(server=info)
     rows = dead_databases(info, prefix, templates)
     with admin_connection(info) as conn:
+        droppable = _droppable(conn)
         for row in rows:
+            if row.name not in droppable:
+                report.not_owned.append(row)
+                continue
             if row.connections and not force:
                 report.busy.append(row)
                 continue
@@ -90,6 +98,14 @@ def _drop(conn: psycopg.Connection[Any], row: DatabaseRow) -> bool:
         return drop_unused(conn, row)
     drop_database(conn, row.name)
     return True
+
+
+def _droppable(conn: psycopg.Connection[Any]) -> set[str]:
+    """Databases the connected role may drop: those it owns, through membership too (a
+    superuser owns everything). A LOGIN CREATEDB role on a shared server sees other roles'
+    dead runs, and must leave them to their owners rather than fail on them."""
+    rows = conn.execute("SELECT datname FROM pg_catalog.pg_database WHERE pg_has_role(datdba, 'USAGE')")
+    return {str(name) for (name,) in rows.fetchall()}
 
 
 def orphaned_servers() -> list[Resource]:

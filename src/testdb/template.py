@@ -33,7 +33,7 @@ from testdb.migrations import Chain, load_chain
 from testdb.migrations._process import run_tool
 from testdb.naming import TEMPLATE_INFIX, template_name
 from testdb.ownership import LOCK_NAMESPACE, DatabaseRow, Liveness, Marker, list_databases, set_marker
-from testdb.provision import clone_strategy, drop_database, terminate_sessions
+from testdb.provision import clone_strategy, drop_database, missing_createdb, terminate_sessions
 from testdb.resolve import resolve_attr
 from testdb.servers.base import ServerInfo, connect, scrub, server_major_version
 from testdb.urls import libpq_dsn
@@ -312,7 +312,10 @@ def _build(
 ) -> None:
     name = plan.name
     with _dropped_on_failure(conn, name):
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        try:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise missing_createdb(conn.info.user, exc) from None
         set_marker(conn, name, marker.with_role("building"))
         url = info.database_url(name)
         psycopg_url = url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
