@@ -6,7 +6,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: help install demo test test-fast lint bench clean-local floors wheel-smoke dist
+.PHONY: help install demo test test-django test-fast lint bench clean-local floors wheel-smoke dist
 
 help:
 	@echo "make demo   install, then run the example suite with testdb on an embedded PostgreSQL"
@@ -32,8 +32,11 @@ lint: install
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
-test: install lint
+test: install lint test-django
 	$(BIN)/pytest -p xdist -n 2 --dist=loadgroup tests
+
+test-django: install  # examples/django_app: pytest-django on testdb's worker databases
+	cd examples/django_app && ../../$(BIN)/testdb run -n 2 -- ../../$(BIN)/pytest -n 2 -q -p no:cacheprovider
 
 test-fast: install
 	$(BIN)/pytest -x -q tests/unit
@@ -48,6 +51,7 @@ bench: install
 	$(BIN)/python bench/clone_strategy.py --server embedded
 	$(BIN)/python bench/clone_strategy.py --server local
 	$(BIN)/python bench/clean.py
+	$(BIN)/python bench/migrations.py --server local
 	UV=$(UV) $(BIN)/python bench/cli.py
 	$(BIN)/python bench/shared_server.py
 

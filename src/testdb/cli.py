@@ -401,7 +401,32 @@ def _print_prune(report: PruneReport, dry_run: bool) -> None:
         sys.stdout.write(f"{name}\n")
     for row in report.busy:
         _say(f"testdb: skipped {row.name}: {row.connections} open connection(s) (use --force)")
+    for row in report.not_owned:
+        _say(f"testdb: skipped {row.name}: owned by another role (only its owner or a superuser may drop it)")
     _say(f"testdb: {verb} {len(report.dropped)} databases of dead runs on {report.server.kind} server")
+
+
+template_app = typer.Typer(help="The cached schema template as a CI cache artifact.", no_args_is_help=True)
+app.add_typer(template_app, name="template")
+DumpFile = Annotated[Path, typer.Argument(help="A dump (pg_dump -Fc), or a folder of dumps named by key.")]
+
+
+@template_app.command("export")
+def template_export(file: DumpFile, prefix: Prefix = None, server: Server = None, url: UrlOpt = None) -> None:
+    """Dump this checkout's template (built first if missing) to FILE."""
+    from testdb.template_io import export_template
+
+    done = export_template(_settings(prefix=prefix, server=server, url=url), Path.cwd(), file)
+    _say(f"testdb: template {done.template} ({done.notice}) exported to {done.path} in {done.seconds:.2f}s")
+
+
+@template_app.command("import")
+def template_import(file: DumpFile, prefix: Prefix = None, server: Server = None, url: UrlOpt = None) -> None:
+    """Restore FILE as this checkout's cached template (refused if its key or major version differ)."""
+    from testdb.template_io import import_template
+
+    done = import_template(_settings(prefix=prefix, server=server, url=url), Path.cwd(), file)
+    _say(f"testdb: template {done.template} {done.notice} in {done.seconds:.2f}s")
 
 
 def _usage_errors() -> tuple[type[BaseException], ...]:
@@ -463,6 +488,8 @@ def _server_hint(exc: Exception) -> str:
     import psycopg
 
     if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+        if "must be owner" in str(exc):
+            return "only the owner of that object (or a superuser) may do that: connect as its owner"
         return "the role needs CREATEDB (and to own what testdb drops); use a role that has it"
     if isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
         return "the server or session is read-only (a replica, or default_transaction_read_only)"

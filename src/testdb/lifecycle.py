@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from testdb.clean import CleanReport
     from testdb.config import Settings
     from testdb.prune import PruneReport
+    from testdb.template import TemplateHold
 
 
 @dataclass
@@ -103,12 +104,15 @@ def provision(
         reclaim = check_names_free(conn, wanted, run_id, info.default_database)
     drop_databases(info, reclaim)  # left by dead runs: theirs to lose
     marker = Marker.for_run(run_id, "worker", settings.prefix, None if bound else settings.ttl)
-    template = _template(settings, info, run_id, marker, request.root, progress)
     roles = {name: "worker" for name in names.workers.values()}
     if request.serial:
         roles = {names.serial: "serial", **roles}
-    with progress.phase("clones"):
-        clone_databases(info, roles, template, marker)  # type: ignore[arg-type]
+    from testdb.template import TemplateHold
+
+    with TemplateHold(info) as hold:  # nobody drops the template until our clones' markers name it
+        template = _template(settings, info, run_id, marker, request.root, progress, hold)
+        with progress.phase("clones"):
+            clone_databases(info, roles, template, marker)  # type: ignore[arg-type]
     return RunState(
         run_id=run_id,
         prefix=settings.prefix,
@@ -125,7 +129,13 @@ def provision(
 
 
 def _template(
-    settings: Settings, info: ServerInfo, run_id: str, marker: Marker, root: Path, progress: Progress
+    settings: Settings,
+    info: ServerInfo,
+    run_id: str,
+    marker: Marker,
+    root: Path,
+    progress: Progress,
+    hold: TemplateHold,
 ) -> str:
     from testdb.template import ensure_template
 
@@ -137,6 +147,7 @@ def _template(
             marker,
             root,
             lambda srv, db: _template_env(settings, srv, db, run_id),
+            hold,
         )
     progress.template_built = result.built
     progress.template_notice = getattr(result, "notice", None) or ("built" if result.built else "reused")
@@ -318,9 +329,12 @@ def down(settings: Settings, *, stop_server: bool = False, templates: bool = Fal
         )
     stops = state.server.owned and (stop_server or not state.server.keep)
     with shielded():
-        # Templates of a server that is about to be stopped go with it.
-        dropped_templates = drop_templates(state.server, state.prefix) if templates and not stops else []
-        dropped = teardown(state, stop_server=stop_server)
+        try:
+            dropped = drop_run_databases(state)  # first: its markers hold the template in use
+            # Templates of a server that is about to be stopped go with it.
+            dropped_templates = drop_templates(state.server, state.prefix) if templates and not stops else []
+        finally:
+            release_server(state.server, force=stop_server)
         remove_state(settings.state_dir)
     return DownReport(dropped, dropped_templates, stops)
 
@@ -541,19 +555,11 @@ def require_server(state: RunState) -> None:
 
 
 def drop_templates(info: ServerInfo, prefix: str) -> list[str]:
-    """Drop the cached schema templates of ``prefix`` that no one is cloning from."""
+    """Drop the cached schema templates of ``prefix`` that no live run holds or clones from."""
+    from testdb.template import drop_stale
+
     with admin_connection(info) as conn:
-        names = [
-            row.name
-            for row in list_databases(conn)
-            if row.marker is not None
-            and row.marker.role == "template"
-            and row.marker.prefix == prefix
-            and row.connections == 0
-            and not is_protected(row.name, info.default_database)
-        ]
-    drop_databases(info, names)
-    return names
+        return drop_stale(conn, prefix, "", keep=0)
 
 
 def bound_run_alive(state: RunState) -> bool:
