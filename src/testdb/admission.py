@@ -50,6 +50,10 @@ TICKET_NAMESPACE = 0x7E57A1
 SLOT_NAMESPACE = 0x7E57A2
 
 OWN_CONNECTIONS = 2  # the lock connection (admission happens on it) + one admin connection
+# While it provisions a run opens more, but its workers' share is idle then: the lock, the
+# template hold, the build lock and the build session, a schema command's session; the
+# clones (up to MAX_PARALLEL_CLONES) beside the lock and the template hold.
+PROVISION_PEAK = 5
 MIN_PER_WORKER = 2  # cleaning connection + a pool of one
 WANT_PER_WORKER = 5  # cleaning connection + pool 2 + overflow 2
 POLL_S = 0.5
@@ -99,12 +103,13 @@ def split_pool(per_worker: int) -> tuple[int, int]:
 
 
 def demand(workers: int, per_worker: int) -> int:
-    return OWN_CONNECTIONS + workers * per_worker
+    """Connections a run reserves: its own and its workers', never less than provisioning's peak."""
+    return max(OWN_CONNECTIONS + workers * per_worker, PROVISION_PEAK)
 
 
 def database_demand(workers: int) -> int:
-    """Peak on the maintenance database: the lock connection + parallel clones."""
-    return 1 + max(OWN_CONNECTIONS, min(MAX_PARALLEL_CLONES, workers + 1))
+    """Peak on the maintenance database: the lock, the template hold and the parallel clones."""
+    return 2 + max(OWN_CONNECTIONS, min(MAX_PARALLEL_CLONES, workers + 1))
 
 
 _LIMITS_SQL = """
@@ -241,7 +246,7 @@ def decide(snap: Snapshot, workers: int) -> int | None:
             return None
     free, _ = room(snap)
     fits = (free - OWN_CONNECTIONS) // max(workers, 1)
-    if fits < MIN_PER_WORKER:
+    if fits < MIN_PER_WORKER or free < demand(workers, MIN_PER_WORKER):
         return None
     # Others queue behind us: take the minimum so they run alongside instead of after.
     return MIN_PER_WORKER if snap.behind else min(WANT_PER_WORKER, fits)

@@ -39,3 +39,7 @@ def test_a_run_shrinks_its_pools_to_the_room_left() -> None:
 
 def test_a_run_below_its_minimum_waits() -> None:
     assert decide(snap(used=17), workers=3) is None
+
+
+def test_a_one_worker_run_still_reserves_what_provisioning_opens() -> None:
+    assert decide(snap(used=20), workers=1) is None  # 4 free: 2 + 1 x 2, but provisioning peaks at 5
