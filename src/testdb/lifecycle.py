@@ -204,13 +204,14 @@ def drop_run_databases(state: RunState, progress: Progress | None = None) -> lis
     """
     try:
         with admin_connection(state.server) as conn:
-            # Also what replacement workers cloned for themselves under this run's id.
+            # Also what replacement workers cloned for themselves under this run's id, and the
+            # fresh-database pools' clones (a failed test's kept database has role "failed").
             extra = [
                 row.name
                 for row in list_databases(conn)
                 if row.marker is not None
                 and row.marker.run_id == state.run_id
-                and row.marker.role in ("serial", "worker")
+                and row.marker.role in ("serial", "worker", "fresh")
             ]
             names = list(dict.fromkeys([*state.databases, *extra]))
             return drop_owned(conn, names, state.run_id, state.server.default_database)

@@ -37,6 +37,9 @@ if TYPE_CHECKING:
     from testdb.config import Settings
     from testdb.worker import WorkerDatabase
 
+# Fresh-database fixtures and hooks (testdb_fresh_*): a module of their own.
+pytest_plugins = ["testdb.fresh.plugin"]
+
 RUN_ID_VAR = "TESTDB_RUN_ID"
 XDIST_WORKER_VAR = "PYTEST_XDIST_WORKER"
 
