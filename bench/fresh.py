@@ -151,6 +151,9 @@ def run_once(root: Path, mode: str, workers: int) -> dict[str, Any]:
         sys.exit(f"{mode} run failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     blocking = [s for path in out.glob("*.json") for s in json.loads(path.read_text()).values()]
     pool = _pool_line(done.stdout) if mode == "testdb" else None
+    if pool is not None:  # the per-worker lines, for the record
+        section = done.stdout.split("testdb fresh databases", 1)[1].split("\n-", 1)[0]
+        print(section.strip("- \n"), file=sys.stderr)
     return {"blocking": blocking, "wall": wall, "pool": pool}
 
 
@@ -209,7 +212,8 @@ def report(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace, v
         table.add_column(column, justify="left" if column == "per test" else "right")
     labels = {"baseline": "CREATE … TEMPLATE + DROP", "testdb": "testdb_fresh_url (pool)"}
     for mode, fig in figures.items():
-        table.add_row(labels[mode], f"{fig['median'] * 1000:.2f}", f"{fig['p95'] * 1000:.2f}", f"{fig['wall']:.2f}")
+        median, p95 = f"{fig['median'] * 1000:.2f}", f"{fig['p95'] * 1000:.2f}"
+        table.add_row(labels[mode], median, p95, f"{fig['wall']:.2f}")
     Console().print(table)
     Console().print(
         f"pool: {pool['handouts']} hand-outs, {pool['waits']} waits, hand-out p50 {pool['handout_p50_ms']} ms"

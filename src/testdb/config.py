@@ -102,7 +102,7 @@ class FreshSettings(_Section):
 
     pool_size: int = Field(default=4, ge=2)
     max_pool_size: int = Field(default=16, ge=2)
-    parallel: int = Field(default=1, ge=1)
+    parallel: int = Field(default=2, ge=1)
     keep_failed: float = Field(default=24 * 3600, ge=0)
     timeout: float = Field(default=60.0, gt=0)
 

@@ -101,9 +101,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
         pool = _pool(item.config)
         lease.keep_as = pool.kept_name()
-        hours = pool.spec.keep_failed / 3600
         url = mask_url(lease.url.set(database=lease.keep_as))
-        text = f"kept for inspection: {url} ({hours:g}h; then testdb prune drops it)"
+        lasts = _duration(pool.spec.keep_failed)
+        text = f"kept for inspection: {url} (for {lasts}; then testdb prune drops it)"
         report.sections.append((SECTION, text))
     return report
 
@@ -234,6 +234,14 @@ def testdb_fresh_env(
         restore_environment(os.environ, saved)
         for hook in hooks:
             hook()
+
+
+def _duration(seconds: float) -> str:
+    """'24h', '30m', '90s': how long a kept database stays."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
 
 
 def _resolve_hook(spec: str) -> Callable[[], object]:

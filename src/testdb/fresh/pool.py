@@ -10,10 +10,10 @@ worker's pid), so no two tests can ever be handed the same one.
 States, as in IntegreSQL: *ready* (cloned, waiting), *leased* (handed to a running test),
 *dirty* (used, waiting to be dropped). The recycler threads (``parallel`` of them, each
 with its own admin connection) keep ``target`` databases ready, clone before they drop
-(drops are deferred until the pool is full or the dirty backlog reaches the target, which
-bounds disk use), and grow the target by one, up to ``max_size``, whenever a test had to
-wait. A ready database holds no connection, so the connection budget bounds the
-recycler's ``parallel`` connections, not the pool's size; free disk bounds the size.
+(drops wait until the pool is full, or until as many used databases as ``max_size``
+wait to be dropped, which bounds disk use), and grow the target by one, up to
+``max_size``, whenever a test had to wait. A ready database holds no connection, so the
+connection budget bounds the recycler's ``parallel`` connections, not the pool's size; free disk bounds the size.
 
 Every database is marked (role ``fresh``, the run's id, this process's pid), so the run's
 teardown and ``testdb prune`` (after SIGKILL) drop them, and a replacement worker drops
@@ -75,7 +75,7 @@ class PoolSpec:
     worker_id: str
     size: int = 4
     max_size: int = 16
-    parallel: int = 1
+    parallel: int = 2
     keep_failed: float = 24 * 3600
     timeout: float = 60.0
     workers: int = 1
@@ -241,9 +241,10 @@ class FreshPool:
                 if self._closing:
                     queue = self._ready or self._dirty
                     return (False, queue.popleft()) if queue else None
-                if len(self._dirty) >= self._target:
-                    return False, self._dirty.popleft()  # bound the disk the used ones take
-                if len(self._ready) + self._cloning < self._target:
+                short = len(self._ready) + self._cloning < self._target
+                if short and self._existing - len(self._leased) < 2 * self.max_size:
+                    # Clone first: drops wait until the pool is full or the used ones reach
+                    # max_size (bounding their disk), so a waiting test never waits on a drop.
                     self._cloning += 1
                     self._existing += 1
                     self.stats.high_water = max(self.stats.high_water, self._existing)
