@@ -13,7 +13,8 @@ with its own admin connection) keep ``target`` databases ready, clone before the
 (drops wait until the pool is full, or until as many used databases as ``max_size``
 wait to be dropped, which bounds disk use), and grow the target by one, up to
 ``max_size``, whenever a test had to wait. A ready database holds no connection, so the
-connection budget bounds the recycler's ``parallel`` connections, not the pool's size; free disk bounds the size.
+connection budget bounds the recycler's ``parallel`` connections, not the pool's size;
+free disk bounds the size.
 
 Every database is marked (role ``fresh``, the run's id, this process's pid), so the run's
 teardown and ``testdb prune`` (after SIGKILL) drop them, and a replacement worker drops
