@@ -87,8 +87,11 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     """Start cloning as soon as we know a test will want a fresh database."""
     if "TESTDB_RUN_ID" not in os.environ:
         return
-    if any(LEASE_FIXTURE in getattr(item, "fixturenames", ()) for item in session.items):
-        _pool(session.config)
+    wanted = sum(LEASE_FIXTURE in getattr(item, "fixturenames", ()) for item in session.items)
+    if wanted:
+        # Each worker collects every test and runs about its share of them.
+        share = -(-wanted // int(os.environ.get("TESTDB_WORKERS") or 1))
+        _pool(session.config).expect(share)
 
 
 @pytest.hookimpl(wrapper=True)

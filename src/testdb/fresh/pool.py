@@ -36,6 +36,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -155,6 +156,12 @@ class FreshPool:
             self._cond.notify_all()
         for thread in self._threads:
             thread.join(timeout)
+
+    def expect(self, tests: int) -> None:
+        """Clone ahead for about ``tests`` hand-outs (within ``max_size``)."""
+        with self._cond:
+            self._target = max(self._target, min(tests, self.max_size))
+            self._cond.notify_all()
 
     # ------------------------------------------------------------ hand-out
 
@@ -310,10 +317,11 @@ class FreshPool:
             and row.marker.run_id == self.spec.run_id
             and row.marker.host == host
             and row.marker.pid != os.getpid()
-            and not pid_alive(row.marker.pid)
+            and _process_gone(row.marker.pid)
         ]
         for name in dead:
             drop_database(conn, name)
+        self.stats.reclaimed += len(dead)
         return dead
 
     def _disk_cap(self, conn: psycopg.Connection[Any]) -> int:
@@ -331,6 +339,18 @@ class FreshPool:
                 hint="free disk space on the server, or use fewer workers",
             )
         return cap
+
+
+def _process_gone(pid: int) -> bool:
+    """No such process on this host, or only its zombie (a crashed worker its parent has not
+    reaped yet: xdist's controller may still hold it)."""
+    if not pid_alive(pid):
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False  # no /proc (not Linux): trust pid_alive
+    return stat.rsplit(")", 1)[-1].split()[0] == "Z"
 
 
 def _run_lease(rows: Sequence[DatabaseRow], run_id: str) -> float | None:

@@ -22,6 +22,7 @@ class PoolStats:
     recycle_ms: list[float] = field(default_factory=list)
     high_water: int = 0
     kept: list[str] = field(default_factory=list)  # masked URLs of failed tests' databases
+    reclaimed: int = 0  # databases of crashed workers this pool dropped when it started
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -41,6 +42,7 @@ class PoolStats:
             total.recycle_ms += part.recycle_ms
             total.high_water += part.high_water
             total.kept += part.kept
+            total.reclaimed += part.reclaimed
         return total
 
     def summary(self) -> str:
@@ -52,6 +54,7 @@ class PoolStats:
             f" p95 {percentile(self.handout_ms, 95):.2f} ms,"
             f" recycle p50 {percentile(self.recycle_ms, 50):.0f} ms,"
             f" high-water {self.high_water}"
+            + (f", reclaimed {self.reclaimed} of crashed workers" if self.reclaimed else "")
         )
 
 
