@@ -22,6 +22,7 @@ import psycopg
 from testdb.config import Settings
 from testdb.envvars import Target, replacement_environment, run_environment, target_environment
 from testdb.errors import OwnershipError, ServerError, StateError, TestdbError
+from testdb.fresh.pool import unmarked_clones
 from testdb.naming import SERIAL_WORKER, database_names, is_protected, new_run_id, validate_prefix, worker_ids
 from testdb.provision import (
     DatabaseRow,
@@ -206,15 +207,20 @@ def drop_run_databases(state: RunState, progress: Progress | None = None) -> lis
         with admin_connection(state.server) as conn:
             # Also what replacement workers cloned for themselves under this run's id, and the
             # fresh-database pools' clones (a failed test's kept database has role "failed").
+            rows = list_databases(conn)
             extra = [
                 row.name
-                for row in list_databases(conn)
+                for row in rows
                 if row.marker is not None
                 and row.marker.run_id == state.run_id
                 and row.marker.role in ("serial", "worker", "fresh")
             ]
             names = list(dict.fromkeys([*state.databases, *extra]))
-            return drop_owned(conn, names, state.run_id, state.server.default_database)
+            dropped = drop_owned(conn, names, state.run_id, state.server.default_database)
+            for name in unmarked_clones(rows, state.prefix, state.run_id):  # a crashed worker's
+                drop_database(conn, name)
+                dropped.append(name)
+            return dropped
     except ServerError as exc:
         if state.server.owned:
             if progress is not None:

@@ -34,7 +34,7 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -211,7 +211,7 @@ class FreshPool:
     def fresh_name(self, number: int) -> str:
         """``<prefix>_f<run6>_<worker>_<n>``: six hex digits of the run id keep it in 63 bytes."""
         spec = self.spec
-        name = f"{spec.prefix}_f{spec.run_id[:RUN_SUFFIX_LEN]}_{spec.worker_id}_{number:x}"
+        name = f"{fresh_prefix(spec.prefix, spec.run_id)}{spec.worker_id}_{number:x}"
         if len(name.encode()) > MAX_IDENTIFIER_BYTES:
             raise NamingError(
                 f"fresh database name {name!r} is longer than {MAX_IDENTIFIER_BYTES} bytes",
@@ -310,7 +310,7 @@ class FreshPool:
         """Drop this run's fresh databases whose process is gone (a crashed worker's)."""
         host = socket.gethostname()
         dead = [
-            row.name
+            row
             for row in rows
             if row.marker is not None
             and row.marker.role == FRESH_ROLE
@@ -319,10 +319,14 @@ class FreshPool:
             and row.marker.pid != os.getpid()
             and _process_gone(row.marker.pid)
         ]
-        for name in dead:
+        start = fresh_prefix(self.spec.prefix, self.spec.run_id)
+        dead_workers = {_worker_of(row.name, start) for row in dead}
+        names = [row.name for row in dead]
+        names += unmarked_clones(rows, self.spec.prefix, self.spec.run_id, dead_workers)
+        for name in names:
             drop_database(conn, name)
-        self.stats.reclaimed += len(dead)
-        return dead
+        self.stats.reclaimed += len(names)
+        return names
 
     def _disk_cap(self, conn: psycopg.Connection[Any]) -> int:
         """Most databases this pool may hold ready, from the server's free disk when it is ours to see."""
@@ -339,6 +343,34 @@ class FreshPool:
                 hint="free disk space on the server, or use fewer workers",
             )
         return cap
+
+
+def fresh_prefix(prefix: str, run_id: str) -> str:
+    """What every fresh database name of this run starts with."""
+    return f"{prefix}_f{run_id[:RUN_SUFFIX_LEN]}_"
+
+
+def _worker_of(name: str, start: str) -> str:
+    return name[len(start) :].rsplit("_", 1)[0]
+
+
+def unmarked_clones(
+    rows: Sequence[DatabaseRow], prefix: str, run_id: str, workers: Collection[str] | None = None
+) -> list[str]:
+    """This run's fresh clones (of ``workers``, or all) whose marker never landed.
+
+    ``CREATE DATABASE`` runs to its end on the server even when the worker that sent it died
+    before its ``COMMENT``; such a clone is unmarked, but its name carries this run's id (and
+    the dead worker's), which no one else's database does, so it is still ours to drop.
+    """
+    start = fresh_prefix(prefix, run_id)
+    return [
+        row.name
+        for row in rows
+        if row.marker is None
+        and row.name.startswith(start)
+        and (workers is None or _worker_of(row.name, start) in workers)
+    ]
 
 
 def _process_gone(pid: int) -> bool:
