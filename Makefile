@@ -45,3 +45,5 @@ bench: install
 	$(BIN)/python bench/clone_strategy.py --server embedded
 	$(BIN)/python bench/clone_strategy.py --server local
 	$(BIN)/python bench/clean.py
+	$(BIN)/python bench/fresh.py --server embedded
+	$(BIN)/python bench/fresh.py --server local

@@ -8,6 +8,7 @@ line and exit code 2; ``--debug`` shows the traceback instead.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -302,6 +303,9 @@ def status() -> None:
     state = load_state(settings.state_dir)
     if state is None:
         _say("testdb: nothing is up here")
+        info = find_server(settings)
+        if info is not None:
+            _print_kept(info, settings.prefix)
         return
     lifecycle.renew_lease(state, settings.ttl)
     save_state(state, settings.state_dir)
@@ -327,6 +331,18 @@ def status() -> None:
     if state.server.kind == "docker":
         err.print(_container_line(state), markup=False)
     Console(highlight=False).print(table)
+    _print_kept(state.server, state.prefix)
+
+
+def _print_kept(info: ServerInfo, prefix: str) -> None:
+    """Failed tests' databases kept for inspection (testdb_fresh_* fixtures), with their leases."""
+    from testdb.fresh.kept import kept_databases
+
+    with contextlib.suppress(TestdbError):  # status still reports the run when this fails
+        for db in kept_databases(info, prefix):
+            minutes = None if db.expires is None else max(0, int(db.expires - time.time())) // 60
+            left = "no lease" if minutes is None else f"{minutes}m left"
+            err.print(f"kept (failed test): {db.url} ({left}; testdb prune drops it after)", markup=False)
 
 
 @app.command()
