@@ -177,7 +177,7 @@ def test_passes(testdb_fresh_url):
     assert prune(pg_server, prefix=prefix).dropped == kept
 
 
-def test_teardown_leaves_nothing_but_the_template(
+def test_teardown_leaves_nothing_but_the_template_also_with_spares(
     project: pytest.Pytester, pg_server: ServerInfo, database_names: Callable[[], set[str]]
 ) -> None:
     before = database_names()
@@ -191,6 +191,9 @@ def test_uses_one(testdb_fresh_url, n):
 """
     )
     _run(project).assert_outcomes(passed=6)
+    again = _run(project)  # the controller clones spares ahead, sized from the first run
+    again.assert_outcomes(passed=6)
+    again.stdout.fnmatch_lines(["total: 6 hand-outs, *spares claimed*"])
     added = database_names() - before
     assert len(added) == 1 and "_tpl_" in added.pop()
     with admin_connection(pg_server) as conn:

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from testdb.config import Settings
-    from testdb.fresh.pool import FreshPool, Lease
+    from testdb.fresh.pool import FreshPool, Lease, PoolSpec, Prefill
     from testdb.fresh.stats import PoolStats
     from testdb.worker import WorkerDatabase
 
@@ -46,6 +46,8 @@ _POOL = pytest.StashKey["FreshPool"]()
 _SETTINGS = pytest.StashKey["Settings"]()
 _STATS = pytest.StashKey[dict[str, "PoolStats"]]()  # controller (or serial run): worker -> figures
 _LEASE = pytest.StashKey["Lease"]()
+_PREFILL: pytest.StashKey[Prefill] = pytest.StashKey()
+DEMAND_CACHE_KEY = "testdb/fresh_handouts"  # last run's hand-outs: how many spares to clone ahead
 
 
 def _settings(config: pytest.Config) -> Settings:
@@ -56,31 +58,60 @@ def _settings(config: pytest.Config) -> Settings:
     return config.stash[_SETTINGS]
 
 
+def _spec(config: pytest.Config) -> PoolSpec:
+    from testdb.fresh.pool import PoolSpec
+    from testdb.worker import current_worker_id
+
+    fresh = _settings(config).fresh
+    return PoolSpec.from_environment(
+        os.environ,
+        current_worker_id(),
+        size=fresh.pool_size,
+        max_size=fresh.max_pool_size,
+        parallel=fresh.parallel,
+        keep_failed=fresh.keep_failed,
+        timeout=fresh.timeout,
+    )
+
+
 def _pool(config: pytest.Config) -> FreshPool:
     """This process's pool, started on first use."""
     if _POOL not in config.stash:
         from testdb.errors import TestdbError
-        from testdb.fresh.pool import FreshPool, PoolSpec
-        from testdb.worker import current_worker_id
+        from testdb.fresh.pool import FreshPool
 
-        fresh = _settings(config).fresh
         try:
-            spec = PoolSpec.from_environment(
-                os.environ,
-                current_worker_id(),
-                size=fresh.pool_size,
-                max_size=fresh.max_pool_size,
-                parallel=fresh.parallel,
-                keep_failed=fresh.keep_failed,
-                timeout=fresh.timeout,
-            )
-            config.stash[_POOL] = FreshPool(spec).start()
+            config.stash[_POOL] = FreshPool(_spec(config)).start()
         except TestdbError as exc:
             pytest.fail(f"testdb: {exc.message} (hint: {exc.hint})", pytrace=False)
     return config.stash[_POOL]
 
 
 # ---------------------------------------------------------------- hooks
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """xdist controller: clone spares while the workers start, as many as the last run used."""
+    cache = getattr(config, "cache", None)
+    if hasattr(config, "workerinput") or cache is None or "TESTDB_TEMPLATE" not in os.environ:
+        return
+    if not getattr(config.option, "numprocesses", None):
+        return  # a serial run: its pool starts at collection
+    demand = cache.get(DEMAND_CACHE_KEY, 0)
+    if not isinstance(demand, int) or demand <= 0:
+        return
+    import psycopg
+
+    from testdb.errors import TestdbError
+    from testdb.fresh.pool import Prefill
+
+    try:
+        spec = _spec(config)
+        count = min(demand, spec.workers * spec.max_size)
+        config.stash[_PREFILL] = Prefill(spec, count, spec.parallel * spec.workers).start()
+    except (TestdbError, psycopg.Error):
+        return  # only an optimisation: the workers' pools report real trouble
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -115,6 +146,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """Drop what the pool still holds; hand its figures to the controller (or the summary)."""
     config = session.config
+    _finish_prefill(config)
     pool = config.stash.get(_POOL, None)
     if pool is None:
         return
@@ -123,6 +155,24 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         config.workeroutput[WORKEROUTPUT_KEY] = pool.stats.to_dict()
     else:
         config.stash.setdefault(_STATS, {})[pool.spec.worker_id] = pool.stats
+
+
+def _finish_prefill(config: pytest.Config) -> None:
+    """Controller: drop unclaimed spares; remember this run's demand for the next one."""
+    prefill = config.stash.get(_PREFILL, None)
+    if prefill is not None:
+        import contextlib
+
+        import psycopg
+
+        from testdb.errors import TestdbError
+
+        with contextlib.suppress(TestdbError, psycopg.Error):  # the run's teardown drops them too
+            prefill.close()
+    per_worker = config.stash.get(_STATS, None)
+    cache = getattr(config, "cache", None)
+    if per_worker and cache is not None and not hasattr(config, "workerinput"):
+        cache.set(DEMAND_CACHE_KEY, sum(stats.handouts for stats in per_worker.values()))
 
 
 @pytest.hookimpl(optionalhook=True)

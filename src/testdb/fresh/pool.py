@@ -44,7 +44,7 @@ from psycopg import sql
 from sqlalchemy.engine import URL
 
 from testdb.envvars import mask_url
-from testdb.errors import NamingError, ServerError, StateError
+from testdb.errors import NamingError, ServerError, StateError, TestdbError
 from testdb.fresh.stats import PoolStats
 from testdb.naming import MAX_IDENTIFIER_BYTES, RUN_SUFFIX_LEN
 from testdb.provision import (
@@ -61,6 +61,7 @@ from testdb.servers.base import ServerInfo, admin_connection, pid_alive
 FRESH_ROLE = "fresh"
 FAILED_ROLE = "failed"
 FAILED_INFIX = "_failed_"
+SPARE_TAG = "s"  # spares are <prefix>_f<run6>_s_<n>: no worker id is "s"
 DISK_SHARE = 0.5  # the run's pools together use at most this share of the server's free disk
 RETRY_S = (0.05, 0.25, 1.0, 3.0)  # backoff for a clone or rename that meets a busy database
 WAIT_POLL_S = 0.5
@@ -140,12 +141,25 @@ class FreshPool:
             self._marker.expires = _run_lease(rows, self.spec.run_id)
             self._strategy = clone_strategy(conn)
             self.max_size = min(self.max_size, self._disk_cap(conn))
-        self._target = min(self.spec.size, self.max_size)
+            self._target = min(self.spec.size, self.max_size)
+            self._claim_first(conn)
         for index in range(self.spec.parallel):
             thread = threading.Thread(target=self._recycle, name=f"testdb-fresh-{index}", daemon=True)
             thread.start()
             self._threads.append(thread)
         return self
+
+    def _claim_first(self, conn: psycopg.Connection[Any]) -> None:
+        """Ready before the first test: claim up to ``target`` of the controller's spares now."""
+        while len(self._ready) < self._target:
+            name = self.fresh_name(next(self._numbers))
+            if not self._claim_spare(conn, name):
+                return
+            set_marker(conn, name, self._marker)
+            self._ready.append(name)
+            self._existing += 1
+            self.stats.claimed += 1
+        self.stats.high_water = self._existing
 
     def close(self, timeout: float = 120.0) -> None:
         """Drop every database this pool still has (leased ones too: their tests are over)."""
@@ -169,7 +183,8 @@ class FreshPool:
         """A ready database: a deque pop, or a wait for the recycler when the pool ran dry."""
         started = time.perf_counter()
         with self._cond:
-            if not self._ready:
+            warm = bool(self._ready)
+            if not warm:
                 self.stats.waits += 1
                 self._target = min(self._target + 1, self.max_size)  # demand outran the pool
                 self._cond.notify_all()
@@ -178,7 +193,10 @@ class FreshPool:
             self._leased.add(name)
             self.stats.handouts += 1
             self._cond.notify()  # a slot to refill
-        self.stats.handout_ms.append((time.perf_counter() - started) * 1000)
+        elapsed = (time.perf_counter() - started) * 1000
+        self.stats.handout_ms.append(elapsed)
+        if warm:
+            self.stats.warm_ms.append(elapsed)
         return Lease(name, self.info.database_url(name))
 
     def _wait_for_ready(self) -> None:
@@ -262,12 +280,12 @@ class FreshPool:
                 self._cond.wait()
 
     def _clone(self, conn: psycopg.Connection[Any], name: str) -> None:
+        """Make ``name`` ready: claim a spare the controller cloned ahead, else clone one."""
         started = time.perf_counter()
-        statement = sql.SQL("CREATE DATABASE {} TEMPLATE {}{}").format(
-            sql.Identifier(name), sql.Identifier(self.spec.template), self._strategy
-        )
         try:
-            _retry_busy(lambda: conn.execute(statement))
+            claimed = self._claim_spare(conn, name)
+            if not claimed:
+                clone_database(conn, name, self.spec.template, self._strategy)
             set_marker(conn, name, self._marker)
         except BaseException:
             with contextlib.suppress(psycopg.Error):
@@ -279,8 +297,29 @@ class FreshPool:
         with self._cond:
             self._cloning -= 1
             self._ready.append(name)
-            self.stats.recycle_ms.append((time.perf_counter() - started) * 1000)
+            if claimed:
+                self.stats.claimed += 1
+            else:
+                self.stats.recycle_ms.append((time.perf_counter() - started) * 1000)
             self._cond.notify_all()
+
+    def _claim_spare(self, conn: psycopg.Connection[Any], name: str) -> bool:
+        """Rename one of the run's spares to ``name``; False when none is left."""
+        pattern = _like_escape(spare_prefix(self.spec.prefix, self.spec.run_id)) + "%"
+        spares = conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE %s ORDER BY random() LIMIT 4", (pattern,)
+        ).fetchall()
+        for (spare,) in spares:
+            try:
+                conn.execute(
+                    sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                        sql.Identifier(spare), sql.Identifier(name)
+                    )
+                )
+                return True
+            except (psycopg.errors.InvalidCatalogName, psycopg.errors.ObjectInUse):
+                continue  # another worker claimed it first
+        return False
 
     # ------------------------------------------------------------ kept databases
 
@@ -288,9 +327,7 @@ class FreshPool:
         """Rename a failed test's database and give it a lease of its own."""
         marker = self._marker.with_role(FAILED_ROLE)
         marker.expires = time.time() + self.spec.keep_failed
-        rename = sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
-            sql.Identifier(lease.name), sql.Identifier(new_name)
-        )
+        rename = _rename(lease.name, new_name)
         with admin_connection(self.info) as conn:
 
             def attempt() -> None:
@@ -348,6 +385,86 @@ class FreshPool:
 def fresh_prefix(prefix: str, run_id: str) -> str:
     """What every fresh database name of this run starts with."""
     return f"{prefix}_f{run_id[:RUN_SUFFIX_LEN]}_"
+
+
+def spare_prefix(prefix: str, run_id: str) -> str:
+    """What the controller's spare clones are called before a worker claims one."""
+    return f"{fresh_prefix(prefix, run_id)}{SPARE_TAG}_"
+
+
+def _rename(name: str, new_name: str) -> sql.Composed:
+    return sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(name), sql.Identifier(new_name))
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%")
+
+
+def clone_database(conn: psycopg.Connection[Any], name: str, template: str, strategy: sql.Composable) -> None:
+    """CREATE DATABASE name TEMPLATE template (retried while the template is briefly in use)."""
+    statement = sql.SQL("CREATE DATABASE {} TEMPLATE {}{}").format(
+        sql.Identifier(name), sql.Identifier(template), strategy
+    )
+    _retry_busy(lambda: conn.execute(statement))
+
+
+class Prefill:
+    """Spares the xdist controller clones while its workers start, sized from the last run's demand.
+
+    A worker's recycler claims a spare by renaming it (a few ms) instead of cloning (a hundred
+    or so), so the pools are warm from the first test. Spares are marked like the pools' own
+    databases (role ``fresh``, the run's id); those no worker claimed are dropped at the end.
+    """
+
+    def __init__(self, spec: PoolSpec, count: int, parallel: int) -> None:
+        self.spec, self.count, self.parallel = spec, count, parallel
+        self.info = ServerInfo(kind="url", url=spec.admin_url)
+        self._numbers = itertools.count()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> Prefill:
+        marker = Marker.for_run(self.spec.run_id, FRESH_ROLE, self.spec.prefix, None)
+        with admin_connection(self.info) as conn:
+            marker.expires = _run_lease(list_databases(conn), self.spec.run_id)
+            strategy = clone_strategy(conn)
+        for index in range(self.parallel):
+            thread = threading.Thread(
+                target=self._work, args=(marker, strategy), name=f"testdb-prefill-{index}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def _work(self, marker: Marker, strategy: sql.Composable) -> None:
+        prefix = spare_prefix(self.spec.prefix, self.spec.run_id)
+        # A spare is an optimisation: a failure here leaves the workers to clone their own.
+        with contextlib.suppress(psycopg.Error, TestdbError), admin_connection(self.info) as conn:
+            while not self._stop.is_set() and (number := next(self._numbers)) < self.count:
+                name = f"{prefix}{number:x}"
+                clone_database(conn, name, self.spec.template, strategy)
+                with contextlib.suppress(psycopg.errors.InvalidCatalogName):  # a worker claimed it already
+                    set_marker(conn, name, marker)
+
+    def close(self) -> list[str]:
+        """Stop cloning; drop the spares no worker claimed."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(120)
+        start = spare_prefix(self.spec.prefix, self.spec.run_id)
+        with admin_connection(self.info) as conn:
+            left = [
+                row.name
+                for row in list_databases(conn)
+                if row.name.startswith(start)
+                and (
+                    row.marker is None
+                    or (row.marker.run_id == self.spec.run_id and row.marker.role == FRESH_ROLE)
+                )
+            ]
+            for name in left:
+                drop_database(conn, name)
+        return left
 
 
 def _worker_of(name: str, start: str) -> str:

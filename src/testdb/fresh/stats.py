@@ -19,9 +19,11 @@ class PoolStats:
     handouts: int = 0
     waits: int = 0
     handout_ms: list[float] = field(default_factory=list)
+    warm_ms: list[float] = field(default_factory=list)  # hand-outs that found a ready database
     recycle_ms: list[float] = field(default_factory=list)
     high_water: int = 0
     kept: list[str] = field(default_factory=list)  # masked URLs of failed tests' databases
+    claimed: int = 0  # spares the controller cloned ahead, taken instead of cloning
     reclaimed: int = 0  # databases of crashed workers this pool dropped when it started
 
     def to_dict(self) -> dict[str, Any]:
@@ -39,10 +41,12 @@ class PoolStats:
             total.handouts += part.handouts
             total.waits += part.waits
             total.handout_ms += part.handout_ms
+            total.warm_ms += part.warm_ms
             total.recycle_ms += part.recycle_ms
             total.high_water += part.high_water
             total.kept += part.kept
             total.reclaimed += part.reclaimed
+            total.claimed += part.claimed
         return total
 
     def summary(self) -> str:
@@ -51,9 +55,10 @@ class PoolStats:
         return (
             f"{self.handouts} hand-outs, {self.waits} waits ({share:.1f}%),"
             f" hand-out p50 {percentile(self.handout_ms, 50):.2f} ms"
-            f" p95 {percentile(self.handout_ms, 95):.2f} ms,"
+            f" p95 {percentile(self.handout_ms, 95):.2f} ms (warm p95 {percentile(self.warm_ms, 95):.2f} ms),"
             f" recycle p50 {percentile(self.recycle_ms, 50):.0f} ms,"
             f" high-water {self.high_water}"
+            + (f", {self.claimed} spares claimed" if self.claimed else "")
             + (f", reclaimed {self.reclaimed} of crashed workers" if self.reclaimed else "")
         )
 
