@@ -116,7 +116,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Start cloning as soon as we know a test will want a fresh database."""
-    if "TESTDB_RUN_ID" not in os.environ:
+    if "TESTDB_RUN_ID" not in os.environ or session.config.option.collectonly:
         return
     wanted = sum(LEASE_FIXTURE in getattr(item, "fixturenames", ()) for item in session.items)
     if wanted:

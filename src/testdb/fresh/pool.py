@@ -367,11 +367,14 @@ class FreshPool:
 
     def _disk_cap(self, conn: psycopg.Connection[Any]) -> int:
         """Most databases this pool may hold ready, from the server's free disk when it is ours to see."""
-        row = conn.execute(
-            "SELECT pg_database_size(%s), current_setting('data_directory', true)", (self.spec.template,)
-        ).fetchone()
-        if row is None or not row[1] or not os.path.isdir(row[1]):
-            return self.max_size  # a remote server (or no right to see the setting): not measurable
+        try:  # superusers and pg_read_all_settings only
+            row = conn.execute(
+                "SELECT pg_database_size(%s), current_setting('data_directory')", (self.spec.template,)
+            ).fetchone()
+        except psycopg.errors.InsufficientPrivilege:
+            return self.max_size
+        if row is None or not os.path.isdir(row[1]):
+            return self.max_size  # a server on another machine: its disk is not measurable from here
         share = shutil.disk_usage(row[1]).free * DISK_SHARE / self.spec.workers
         cap = int(share // max(int(row[0]), 1)) // 2  # ready ones, plus as many used ones not dropped yet
         if cap < 2:
@@ -379,7 +382,7 @@ class FreshPool:
                 f"not enough free disk on the server for 2 fresh databases per worker ({row[1]})",
                 hint="free disk space on the server, or use fewer workers",
             )
-        return cap
+        return min(self.max_size, cap)
 
 
 def fresh_prefix(prefix: str, run_id: str) -> str:
