@@ -10,9 +10,10 @@ worker's pid), so no two tests can ever be handed the same one.
 States, as in IntegreSQL: *ready* (cloned, waiting), *leased* (handed to a running test),
 *dirty* (used, waiting to be dropped). The recycler threads (``parallel`` of them, each
 with its own admin connection) keep ``target`` databases ready, clone before they drop
-(drops wait until the pool is full, or until as many used databases as ``max_size``
-wait to be dropped, which bounds disk use), and grow the target by one, up to
-``max_size``, whenever a test had to wait. A ready database holds no connection, so the
+(drops wait until the pool is full, or until it holds ``room`` databases: at most 8 x
+``max_size``, and half the server's free disk shared by the workers when the server runs
+on this machine), and grow the target by one, up to ``max_size``, whenever a test had to
+wait. A ready database holds no connection, so the
 connection budget bounds the recycler's ``parallel`` connections, not the pool's size;
 free disk bounds the size.
 
@@ -63,6 +64,7 @@ FAILED_ROLE = "failed"
 FAILED_INFIX = "_failed_"
 SPARE_TAG = "s"  # spares are <prefix>_f<run6>_s_<n>: no worker id is "s"
 DISK_SHARE = 0.5  # the run's pools together use at most this share of the server's free disk
+ROOM_FACTOR = 8  # databases a pool may hold (ready + used, not dropped yet), per max_size
 RETRY_S = (0.05, 0.25, 1.0, 3.0)  # backoff for a clone or rename that meets a busy database
 WAIT_POLL_S = 0.5
 
@@ -116,6 +118,7 @@ class FreshPool:
         self.stats = PoolStats()
         self.reclaimed: list[str] = []
         self.max_size = max(spec.size, spec.max_size)
+        self.room = ROOM_FACTOR * self.max_size  # ready + used-not-dropped-yet databases at most
         self._cond = threading.Condition()
         self._ready: collections.deque[str] = collections.deque()
         self._dirty: collections.deque[str] = collections.deque()
@@ -140,7 +143,8 @@ class FreshPool:
             self.reclaimed = self._reclaim_dead(conn, rows)
             self._marker.expires = _run_lease(rows, self.spec.run_id)
             self._strategy = clone_strategy(conn)
-            self.max_size = min(self.max_size, self._disk_cap(conn))
+            self.room = min(self.room, self._disk_cap(conn))
+            self.max_size = min(self.max_size, self.room)
             self._target = min(self.spec.size, self.max_size)
             self._claim_first(conn)
         for index in range(self.spec.parallel):
@@ -268,9 +272,10 @@ class FreshPool:
                     queue = self._ready or self._dirty
                     return (False, queue.popleft()) if queue else None
                 short = len(self._ready) + self._cloning < self._target
-                if short and self._existing - len(self._leased) < 2 * self.max_size:
-                    # Clone first: drops wait until the pool is full or the used ones reach
-                    # max_size (bounding their disk), so a waiting test never waits on a drop.
+                if short and self._existing - len(self._leased) < self.room:
+                    # Clone first: drops wait until the pool is full or it holds ``room``
+                    # databases, so a test waits on a clone at most, never on a drop (a DROP
+                    # DATABASE on a durable server waits for a checkpoint: up to seconds).
                     self._cloning += 1
                     self._existing += 1
                     self.stats.high_water = max(self.stats.high_water, self._existing)
@@ -372,17 +377,17 @@ class FreshPool:
                 "SELECT pg_database_size(%s), current_setting('data_directory')", (self.spec.template,)
             ).fetchone()
         except psycopg.errors.InsufficientPrivilege:
-            return self.max_size
+            return self.room
         if row is None or not os.path.isdir(row[1]):
-            return self.max_size  # a server on another machine: its disk is not measurable from here
+            return self.room  # a server on another machine: its disk is not measurable from here
         share = shutil.disk_usage(row[1]).free * DISK_SHARE / self.spec.workers
-        cap = int(share // max(int(row[0]), 1)) // 2  # ready ones, plus as many used ones not dropped yet
+        cap = int(share // max(int(row[0]), 1))
         if cap < 2:
             raise ServerError(
                 f"not enough free disk on the server for 2 fresh databases per worker ({row[1]})",
                 hint="free disk space on the server, or use fewer workers",
             )
-        return min(self.max_size, cap)
+        return cap
 
 
 def fresh_prefix(prefix: str, run_id: str) -> str:
