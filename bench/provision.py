@@ -31,7 +31,8 @@ from bench_schema import create_all  # noqa: E402
 
 from testdb import lifecycle  # noqa: E402
 from testdb.config import EmbeddedSettings, load_settings  # noqa: E402
-from testdb.provision import drop_database, list_databases  # noqa: E402
+from testdb.ownership import list_databases  # noqa: E402
+from testdb.provision import drop_database  # noqa: E402
 from testdb.servers import embedded, local  # noqa: E402
 from testdb.servers.base import ServerInfo, admin_connection  # noqa: E402
 
@@ -76,10 +77,8 @@ def testdb_provision(info: ServerInfo, prefix: str, workers: int, cold: bool) ->
         settings,
         info,
         secrets.token_hex(6),
-        workers,
-        unique=False,
+        lifecycle.Request(workers, False, root=HERE),
         bound=False,
-        root=HERE,
         progress=lifecycle.Progress(),
     )
     elapsed = time.perf_counter() - started

@@ -50,7 +50,7 @@ def skeleton_start() -> float:
 def warm_reuse(settings: EmbeddedSettings) -> float:
     holder: list[embedded.ServerInfo] = []
     seconds = timed(lambda: holder.append(embedded.acquire(settings, secrets.token_hex(6), [])))
-    assert holder[0].extra.get("keep")
+    assert holder[0].keep
     return seconds
 
 

@@ -16,7 +16,8 @@ from psycopg import sql
 
 from testdb.config import EmbeddedSettings
 from testdb.errors import TestdbError
-from testdb.provision import Marker, drop_database, set_marker
+from testdb.ownership import Marker, set_marker
+from testdb.provision import drop_database
 from testdb.servers import embedded, local
 from testdb.servers.base import ServerInfo, connect
 

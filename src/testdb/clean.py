@@ -44,11 +44,11 @@ from typing import Any, Literal, TypeVar
 import psycopg
 from psycopg import errors as pgerrors
 from psycopg import sql
-from sqlalchemy.engine import URL, make_url
 
 from testdb.config import CleanSettings
 from testdb.errors import CleanError
 from testdb.servers.base import connect, scrub
+from testdb.urls import PgUrl, make_url
 
 __all__ = [
     "CleanPlan",
@@ -1136,7 +1136,7 @@ def clean_connection(conn: psycopg.Connection[Any], settings: CleanSettings) -> 
     )
 
 
-def clean_database(url: URL | str, settings: CleanSettings) -> CleanReport:
+def clean_database(url: PgUrl | str, settings: CleanSettings) -> CleanReport:
     """Connect to the database at ``url``, empty it (see :func:`clean_connection`), disconnect."""
     target = make_url(url) if isinstance(url, str) else url
     conn = connect(target)

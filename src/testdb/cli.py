@@ -1,40 +1,41 @@
 """The ``testdb`` command: argument parsing and output only.
 
-Every command calls a documented function of the package (``lifecycle``, ``clean``,
-``prune``). Environment output goes to stdout (so ``eval "$(testdb up)"`` works); notices,
-progress and tables go to stderr. Errors are one ``testdb: error:`` line plus a ``hint:``
-line and exit code 2; ``--debug`` shows the traceback instead.
+Every command parses its options, calls one function of the package (mostly
+:mod:`testdb.lifecycle`) and prints what it returns. Environment output goes to stdout (so
+``eval "$(testdb up)"`` works); notices, progress and tables go to stderr. Errors are one
+``testdb: error:`` line plus a ``hint:`` line and exit code 2; ``--debug`` shows the
+traceback instead.
+
+Only typer and rich are imported at start-up: ``--help`` and ``--version`` must feel
+like a small tool's, so each command imports what it needs when it runs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import psycopg
 import typer
-from rich.console import Console
-from rich.table import Table
-from typer.exceptions import TyperException
 
-from testdb import lifecycle
-from testdb.config import SERVER_KINDS, Settings, load_settings
-from testdb.envvars import OUTPUT_FORMATS, format_environment, mask_url
-from testdb.errors import ConfigError, TestdbError
-from testdb.prune import prune as prune_databases
-from testdb.prune import prune_clusters, prune_containers
-from testdb.runner import check_command, numprocesses_from, resolve_workers, run_child
-from testdb.servers import find_server
-from testdb.servers.base import ServerInfo, scrub
-from testdb.servers.url import acquire as _acquire_url
-from testdb.signals import interrupts_raise, shielded
-from testdb.state import RunState, describe_age, load_state, remove_state, require_state, save_state
+from testdb.errors import ConfigError, TestdbError, first_line
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from testdb.config import Settings
+    from testdb.lifecycle import Progress, StatusReport
+    from testdb.prune import PruneReport
+    from testdb.servers.base import ServerInfo
+    from testdb.state import RunState
 
 ERROR_EXIT = 2
+OUTPUT_FORMATS = ("shell", "dotenv", "json", "github")
+SERVER_CHOICES = ("auto", "url", "local", "embedded", "docker")
 app = typer.Typer(
     name="testdb",
     help="Real PostgreSQL databases for parallel integration tests: one per pytest-xdist worker.",
@@ -42,7 +43,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 Workers = Annotated[int | None, typer.Option("--workers", "-n", help="Number of xdist workers (gw0..gwN-1).")]
 Server = Annotated[str | None, typer.Option("--server", help="auto | url | local | embedded | docker")]
@@ -59,22 +59,49 @@ DropTemplates = Annotated[
 KeepServer = Annotated[bool, typer.Option("--keep-server", help="Keep the embedded cluster for the next up.")]
 
 
+def _err() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _say(message: str) -> None:
+    sys.stderr.write(message + "\n")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            found = version("pytest-testdb")
+        except PackageNotFoundError:
+            found = "unknown (not installed as a package)"
+        sys.stdout.write(f"testdb {found}\n")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
     config: Annotated[
         Path | None, typer.Option("--config", help="Config file (default testdb.toml).")
     ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
 ) -> None:
     if config is not None:
         os.environ["TESTDB_CONFIG"] = str(config)
 
 
 def _settings(**options: Any) -> Settings:
+    from testdb.config import load_settings
+
     server = options.get("server")
-    if server is not None and server not in SERVER_KINDS:
+    if server is not None and server not in SERVER_CHOICES:
         raise ConfigError(
-            f"unknown server kind {server!r}", hint="--server takes: " + ", ".join(SERVER_KINDS)
+            f"unknown server kind {server!r}", hint="--server takes: " + ", ".join(SERVER_CHOICES)
         )
     if options.pop("unique", False):
         options["names"] = "unique"
@@ -83,38 +110,30 @@ def _settings(**options: Any) -> Settings:
     return load_settings(Path.cwd(), options)
 
 
-def url_server(url: str) -> ServerInfo:
-    return _acquire_url(url, "--url")
-
-
-def _refuse_if_up(settings: Settings) -> None:
-    existing = load_state(settings.state_dir)
-    if existing is not None:
-        raise TestdbError(
-            f"run {existing.run_id} is already up here ({len(existing.databases)} databases)",
-            hint="use 'testdb env' to print it, or 'testdb down' first",
-        )
-
-
 def _check_format(fmt: str) -> None:
     if fmt not in OUTPUT_FORMATS:
         raise ConfigError(f"unknown format {fmt!r}", hint="--format takes: " + ", ".join(OUTPUT_FORMATS))
 
 
-def _say(message: str) -> None:
-    err.print(message, markup=False)
-
-
-def _report_progress(progress: lifecycle.Progress, state: RunState) -> None:
+def _report_progress(progress: Progress, state: RunState) -> None:
     for notice in progress.notices:
         _say(f"testdb: {notice}")
     _say(f"testdb: server: {state.server.kind} ({state.server.reason})")
-    verb = "built" if progress.template_built else "reused"
-    _say(f"testdb: template {state.template} {verb} in {progress.timings.get('template', 0):.2f}s")
+    _say(
+        f"testdb: template {state.template} {progress.template_notice}"
+        f" in {progress.timings.get('template', 0):.2f}s"
+    )
+    serial = f"{state.serial} + " if state.serial_created else ""
     _say(
         f"testdb: created {len(state.databases)} databases in {progress.timings.get('clones', 0):.2f}s"
-        f" ({state.serial} + {len(state.workers)} workers)"
+        f" ({serial}{len(state.workers)} workers)"
     )
+
+
+def _write_environment(env: dict[str, str], fmt: str) -> None:
+    from testdb.envvars import format_environment
+
+    sys.stdout.write(format_environment(env, fmt))
 
 
 @app.command()
@@ -129,42 +148,28 @@ def up(
     keep_server: KeepServer = False,
 ) -> None:
     """Create the serial and per-worker databases and print their environment."""
+    from testdb import lifecycle
+    from testdb.runner import resolve_workers
+    from testdb.signals import interrupts_raise
+
     _check_format(fmt)
-    settings = _settings(
-        server=server,
-        url=url,
-        prefix=prefix,
-        workers=workers,
-        unique=unique,
-        ttl=ttl,
-        keep_server=keep_server,
-    )
-    _refuse_if_up(settings)
+    options = {"server": server, "url": url, "prefix": prefix, "workers": workers, "ttl": ttl}
+    settings = _settings(**options, unique=unique, keep_server=keep_server)
+    request = lifecycle.Request(resolve_workers(workers, settings.workers), settings.names == "unique")
     progress = lifecycle.Progress()
-    count = workers if workers is not None else resolve_workers(None, settings.workers)
     with interrupts_raise():
-        state = lifecycle.up(
-            settings, count, unique=settings.names == "unique", root=Path.cwd(), progress=progress
-        )
-        try:
-            save_state(state, settings.state_dir)
-        except BaseException:
-            with shielded():
-                lifecycle.down(state)
-            raise
+        state = lifecycle.start_detached(settings, request, progress=progress)
     _report_progress(progress, state)
-    sys.stdout.write(format_environment(lifecycle.environment(state, settings), fmt))
+    _write_environment(lifecycle.environment(state, settings), fmt)
 
 
 @app.command()
 def env(fmt: Format = "shell") -> None:
     """Print the environment of what is up (and renew its lease)."""
+    from testdb import lifecycle
+
     _check_format(fmt)
-    settings = _settings()
-    state = require_state(settings.state_dir)
-    lifecycle.require_server(state)
-    save_state(lifecycle.renew_lease(state, settings.ttl), settings.state_dir)
-    sys.stdout.write(format_environment(lifecycle.environment(state, settings), fmt))
+    _write_environment(lifecycle.current_environment(_settings()), fmt)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -182,85 +187,54 @@ def run(
 
     Usage: testdb run [-n N] -- COMMAND [ARGS...]. Exits with COMMAND's exit code.
     """
+    from testdb import lifecycle
+
     command = list(ctx.args)
-    check_command(command)
-    settings = _settings(
-        server=server,
-        url=url,
-        prefix=prefix,
-        workers=workers,
-        unique=unique,
-        keep_server=keep_server,
-    )
-    count = workers if workers is not None else resolve_workers(numprocesses_from(command), settings.workers)
+    options = {"server": server, "url": url, "prefix": prefix, "workers": workers}
+    settings = _settings(**options, unique=unique, keep_server=keep_server)
+    request = lifecycle.run_request(settings, command, workers, settings.names == "unique")
     progress = lifecycle.Progress()
-    unique_names = settings.names == "unique"
-    with interrupts_raise():
-        if keep:
-            _refuse_if_up(settings)
-            state = lifecycle.up(settings, count, unique=unique_names, root=Path.cwd(), progress=progress)
-            save_state(state, settings.state_dir)
-            code = _run_command(command, state, settings, progress)
-            _say(
-                f"testdb: kept {len(state.databases)} databases; serial:"
-                f" {mask_url(state.server.database_url(state.serial))}"
-                " ('testdb env' prints the environment, 'testdb down' removes them)"
-            )
-        else:
-            # A run killed with SIGKILL cannot tear down: its state file lets 'testdb status'
-            # show what it left and 'testdb down' remove it ('testdb prune' works without it).
-            record = load_state(settings.state_dir) is None
-            with lifecycle.bound_run(
-                settings, count, unique=unique_names, root=Path.cwd(), progress=progress
-            ) as state:
-                if record:
-                    save_state(state, settings.state_dir)
-                try:
-                    code = _run_command(command, state, settings, progress)
-                finally:
-                    if record:
-                        remove_state(settings.state_dir)
+    outcome = lifecycle.run(
+        settings,
+        request,
+        command,
+        keep=keep,
+        progress=progress,
+        announce=lambda state: _report_progress(progress, state),
+    )
+    if keep:
+        _say(
+            f"testdb: kept {len(outcome.state.databases)} databases ('testdb env' prints the environment,"
+            " 'testdb down' removes them)"
+        )
     _print_timings(progress)
     if progress.server_lost is not None:
-        err.print(
-            f"testdb: error: the {state.server.kind} server stopped during the run"
-            f" ({progress.server_lost}); its files were removed",
-            markup=False,
+        _say(
+            f"testdb: error: the {outcome.state.server.kind} server stopped during the run"
+            f" ({progress.server_lost}); its files were removed"
         )
-        err.print(
-            "hint: something killed it (out of memory? a cleanup script?); rerun the tests", markup=False
-        )
-        raise typer.Exit(code or ERROR_EXIT)
-    raise typer.Exit(code)
+        _say("hint: something killed it (out of memory? a cleanup script?); rerun the tests")
+        raise typer.Exit(outcome.returncode or ERROR_EXIT)
+    raise typer.Exit(outcome.returncode)
 
 
-def _run_command(
-    command: list[str], state: RunState, settings: Settings, progress: lifecycle.Progress
-) -> int:
-    _report_progress(progress, state)
-    with progress.phase("command"):
-        result = run_child(command, lifecycle.environment(state, settings), settings.grace)
-    return result.returncode
+def _print_timings(progress: Progress) -> None:
+    from rich.table import Table
 
-
-def _print_timings(progress: lifecycle.Progress) -> None:
     table = Table(title="testdb timings", title_justify="left", show_edge=False)
     table.add_column("phase")
     table.add_column("seconds", justify="right")
     labels = {
         "server": "server start",
-        "template": "template",
+        "template": f"template ({progress.template_notice})",
         "clones": "clones",
         "command": "test command",
         "teardown": "teardown",
     }
     for key, label in labels.items():
         if key in progress.timings:
-            suffix = ""
-            if key == "template" and progress.template_built is not None:
-                suffix = " (built)" if progress.template_built else " (reused)"
-            table.add_row(label + suffix, f"{progress.timings[key]:.2f}")
-    err.print(table)
+            table.add_row(label, f"{progress.timings[key]:.2f}")
+    _err().print(table)
 
 
 @app.command()
@@ -272,77 +246,68 @@ def down(
     templates: DropTemplates = False,
 ) -> None:
     """Drop what 'up' created and stop what it started. Nothing up is not an error."""
-    settings = _settings()
-    state = load_state(settings.state_dir)
-    if state is None:
+    from testdb import lifecycle
+
+    report = lifecycle.down(_settings(), stop_server=stop_server, templates=templates)
+    if report is None:
         _say("testdb: nothing is up here")
         return
-    if state.expires is None and lifecycle.bound_run_alive(state):
-        raise TestdbError(
-            f"run {state.run_id} is still running (pid {state.owner_pid}); it tears down when it ends",
-            hint="stop that 'testdb run' (Ctrl-C) instead; 'testdb down' is for detached runs and dead ones",
-        )
-    with shielded():
-        if templates and not (state.server.owned and not state.server.extra.get("keep")):
-            dropped_templates = lifecycle.drop_templates(state.server, state.prefix)
-            _say(f"testdb: dropped {len(dropped_templates)} cached templates")
-        dropped = lifecycle.down(state, stop_server=stop_server)
-        remove_state(settings.state_dir)
-    stopped = (
-        " and stopped the server"
-        if state.server.owned and (stop_server or not state.server.extra.get("keep"))
-        else ""
-    )
-    _say(f"testdb: dropped {len(dropped)} databases{stopped}")
+    if templates:
+        _say(f"testdb: dropped {len(report.templates)} cached templates")
+    stopped = " and stopped the server" if report.server_stopped else ""
+    _say(f"testdb: dropped {len(report.dropped)} databases{stopped}")
 
 
 @app.command()
 def status() -> None:
     """Show the run that is up: server, databases, owner, age (passwords masked)."""
+    from testdb import lifecycle
+
     settings = _settings()
-    state = load_state(settings.state_dir)
-    if state is None:
+    report = lifecycle.status(settings)
+    if report is None:
         _say("testdb: nothing is up here")
-        info = find_server(settings)
-        if info is not None:
-            _print_kept(info, settings.prefix)
-        return
-    lifecycle.renew_lease(state, settings.ttl)
-    save_state(state, settings.state_dir)
-    rows = lifecycle.database_status(state)
+    else:
+        _print_status(report)
+    _print_kept(None if report is None else report.state.server, settings)
+
+
+def _print_status(report: StatusReport) -> None:
+    from rich.table import Table
+
+    from testdb.envvars import mask_url
+    from testdb.state import describe_age
+
+    state = report.state
     table = Table(title=f"testdb run {state.run_id}", title_justify="left")
     for column in ("database", "role", "exists", "connections"):
         table.add_column(column)
-    for name, role, exists, connections in rows:
-        table.add_row(name, role, "yes" if exists else "missing", str(connections))
-    lease = (
-        "none" if state.expires is None else f"expires in {max(0, int(state.expires - time.time())) // 60}m"
-    )
-    err.print(
-        f"server: {state.server.kind} {mask_url(state.server.url)} ({state.server.reason})",
-        markup=False,
-    )
-    alive = "alive" if lifecycle.run_alive(state) else "dead (testdb down removes what it left)"
-    err.print(f"owner: run {state.run_id} ({state.owner}, pid {state.owner_pid})", markup=False)
-    err.print(
-        f"age: {describe_age(state.created)}   lease: {lease}   run: {alive}   template: {state.template}",
-        markup=False,
-    )
-    if state.server.kind == "docker":
-        err.print(_container_line(state), markup=False)
+    for row in report.databases:
+        table.add_row(row.name, row.role, "yes" if row.exists else "missing", str(row.connections))
+    left = None if state.expires is None else max(0, int(state.expires - time.time())) // 60
+    lease = "none" if left is None else f"expires in {left}m"
+    alive = "alive" if report.alive else "dead (testdb down removes what it left)"
+    _say(f"server: {state.server.kind} {mask_url(state.server.url)} ({state.server.reason})")
+    _say(f"owner: run {state.run_id} ({state.owner}, pid {state.owner_pid})")
+    _say(f"age: {describe_age(state.created)}   lease: {lease}   run: {alive}   template: {state.template}")
+    if report.server_line:
+        _say(report.server_line)
+    from rich.console import Console
+
     Console(highlight=False).print(table)
-    _print_kept(state.server, state.prefix)
 
 
-def _print_kept(info: ServerInfo, prefix: str) -> None:
+def _print_kept(info: ServerInfo | None, settings: Settings) -> None:
     """Failed tests' databases kept for inspection (testdb_fresh_* fixtures), with their leases."""
     from testdb.fresh.kept import kept_databases
+    from testdb.servers import find_server
 
     with contextlib.suppress(TestdbError):  # status still reports the run when this fails
-        for db in kept_databases(info, prefix):
+        info = info or find_server(settings)
+        for db in kept_databases(info, settings.prefix) if info is not None else []:
             minutes = None if db.expires is None else max(0, int(db.expires - time.time())) // 60
             left = "no lease" if minutes is None else f"{minutes}m left"
-            err.print(f"kept (failed test): {db.url} ({left}; testdb prune drops it after)", markup=False)
+            _say(f"kept (failed test): {db.url} ({left}; testdb prune drops it after)")
 
 
 @app.command()
@@ -357,40 +322,17 @@ def clean(
     ] = False,
 ) -> None:
     """Delete every row, in foreign-key-safe order, in the run's databases (or one of them)."""
-    settings = _settings(url=url)
-    if url is not None:
-        given = url_server(url)
-        databases = [database or given.default_database]
-        # The URL names the database to empty; manage it from the maintenance database.
-        info = ServerInfo(kind=given.kind, url=given.database_url("postgres").render_as_string(False))
-        run_id: str | None = None
-    else:
-        state = require_state(settings.state_dir)
-        save_state(lifecycle.renew_lease(state, settings.ttl), settings.state_dir)
-        info = state.server
-        databases = _pick_databases(state, worker, database)
-        run_id = state.run_id
-    reports = lifecycle.clean_databases(info, databases, settings, force=force, run_id=run_id)
+    from rich.table import Table
+
+    from testdb import lifecycle
+
+    reports = lifecycle.clean(_settings(url=url), url=url, worker=worker, database=database, force=force)
     table = Table(title="testdb clean", title_justify="left", show_edge=False)
     for column in ("database", "tables emptied", "rows", "ms"):
         table.add_column(column, justify="left" if column == "database" else "right")
-    for name, report in zip(databases, reports, strict=True):
+    for name, report in reports:
         table.add_row(name, str(len(report.emptied)), str(report.rows), f"{report.seconds * 1000:.1f}")
-    err.print(table)
-
-
-def _pick_databases(state: RunState, worker: str | None, database: str | None) -> list[str]:
-    if worker is not None:
-        if worker == "master":
-            return [state.serial]
-        if worker not in state.workers:
-            raise ConfigError(
-                f"no worker {worker!r} in this run", hint="workers: " + ", ".join(["master", *state.workers])
-            )
-        return [state.workers[worker]]
-    if database is not None:
-        return [database]
-    return state.databases
+    _err().print(table)
 
 
 @app.command()
@@ -407,37 +349,39 @@ def prune(
     url: UrlOpt = None,
 ) -> None:
     """Drop what dead runs left behind: databases, embedded clusters and Docker containers."""
+    from testdb import lifecycle
+
     settings = _settings(server=server, url=url)
-    state = load_state(settings.state_dir)
-    clusters = prune_clusters(dry_run=dry_run)
+    explicit = server is not None or url is not None
+    report = lifecycle.prune(
+        settings, dry_run=dry_run, force=force, templates=templates, prefix=prefix, explicit_server=explicit
+    )
+    _print_prune(report, dry_run)
+
+
+def _print_prune(report: PruneReport, dry_run: bool) -> None:
     verb = "would drop" if dry_run else "dropped"
-    for path in clusters:
-        _say(f"testdb: {verb} embedded cluster {path}")
-    for container_id in prune_containers(dry_run=dry_run):
-        _say(f"testdb: {verb} docker container {container_id[:12]}")
-    info = state.server if state is not None and url is None and server is None else find_server(settings)
-    if info is None:
+    for resource in report.servers:
+        _say(f"testdb: {verb} {resource.label}")
+    if report.server is None:
         _say("testdb: no server to prune")
         return
-    report = prune_databases(info, prefix=prefix, dry_run=dry_run, force=force, templates=templates)
     for name in report.dropped:
         sys.stdout.write(f"{name}\n")
     for row in report.busy:
         _say(f"testdb: skipped {row.name}: {row.connections} open connection(s) (use --force)")
-    _say(f"testdb: {verb} {len(report.dropped)} databases of dead runs on {info.kind} server")
+    _say(f"testdb: {verb} {len(report.dropped)} databases of dead runs on {report.server.kind} server")
 
 
-def _container_line(state: RunState) -> str:
-    from testdb.servers import docker
-
-    short = (state.server.container_id or "")[:12]
-    for container in docker.labelled_containers():
-        if container["id"].startswith(short):
-            return (
-                f"container: {container['name']} {container['status']} {container['ports']}"
-                f" reuse={container['reuse']}"
-            )
-    return f"container: {short} is gone"
+def _usage_errors() -> tuple[type[BaseException], ...]:
+    """Click's usage-error class: vendored by newer typer, a dependency of older ones."""
+    found = []
+    for name in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            found.append(importlib.import_module(name).ClickException)
+        except (ImportError, AttributeError):
+            continue
+    return tuple(found)
 
 
 def main() -> None:
@@ -445,36 +389,45 @@ def main() -> None:
     debug = "--debug" in sys.argv[1:]
     try:
         code = app(standalone_mode=False)
-    except TestdbError as exc:
-        if debug:
-            raise
-        _fail(exc.message, exc.hint)
-    except psycopg.Error as exc:  # a server refusal testdb did not anticipate: still one line
-        if debug:
-            raise
-        _fail(f"PostgreSQL refused: {scrub(_first_line(exc))}", _server_hint(exc))
-    except TyperException as exc:  # click's usage errors, vendored by typer
-        if debug:
-            raise
-        ctx = getattr(exc, "ctx", None)
-        if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
-            sys.stdout.write(ctx.get_help() + "\n")
-            sys.exit(0)
-        command = ctx.command_path if ctx is not None else "testdb"
-        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
-        _fail(" ".join(message.split()), f"run '{command} --help' for usage")
     except (KeyboardInterrupt, typer.Abort):
         _say("testdb: interrupted; everything this run created was removed")
         sys.exit(130)
+    except Exception as exc:
+        if debug:
+            raise
+        _fail(*_explain(exc))
     sys.exit(code if isinstance(code, int) else 0)
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
+def _explain(exc: Exception) -> tuple[str, str]:
+    """One line and a hint for any failure that reaches the entry point."""
+    if isinstance(exc, TestdbError):
+        return exc.message, exc.hint
+    if isinstance(exc, _usage_errors()):
+        return _usage(exc)
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is not None and isinstance(exc, psycopg.Error):
+        # A server refusal testdb did not anticipate: still one line.
+        from testdb.servers.base import scrub
+
+        return f"PostgreSQL refused: {scrub(first_line(exc))}", _server_hint(exc)
+    raise exc
 
 
-def _server_hint(exc: psycopg.Error) -> str:
+def _usage(exc: BaseException) -> tuple[str, str]:
+    ctx = getattr(exc, "ctx", None)
+    if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+        sys.stdout.write(ctx.get_help() + "\n")
+        sys.exit(0)
+    command = ctx.command_path if ctx is not None else "testdb"
+    format_message = getattr(exc, "format_message", None)
+    message = format_message() if format_message is not None else str(exc)
+    return " ".join(message.split()), f"run '{command} --help' for usage"
+
+
+def _server_hint(exc: Exception) -> str:
+    import psycopg
+
     if isinstance(exc, psycopg.errors.InsufficientPrivilege):
         return "the role needs CREATEDB (and to own what testdb drops); use a role that has it"
     if isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
@@ -483,6 +436,6 @@ def _server_hint(exc: psycopg.Error) -> str:
 
 
 def _fail(message: str, hint: str) -> None:
-    err.print(f"testdb: error: {message}", markup=False)
-    err.print(f"hint: {hint}", markup=False)
+    _say(f"testdb: error: {message}")
+    _say(f"hint: {hint}")
     sys.exit(ERROR_EXIT)

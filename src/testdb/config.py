@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -33,12 +32,26 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from testdb.configfile import (
+    CONFIG_FILE,
+    ENV_PREFIX,
+    PYPROJECT,
+    find_config_file,
+    read_config_table,
+    read_toml,
+)
 from testdb.envvars import check_env_template
 from testdb.errors import ConfigError
 
-CONFIG_FILE = "testdb.toml"
-PYPROJECT = "pyproject.toml"
-ENV_PREFIX = "TESTDB_"
+__all__ = [
+    "CONFIG_FILE",
+    "SERVER_KINDS",
+    "Settings",
+    "find_config_file",
+    "load_settings",
+    "read_config_table",
+]
+
 
 ServerKind = Literal["auto", "url", "local", "embedded", "docker"]
 SERVER_KINDS: tuple[str, ...] = ("auto", "url", "local", "embedded", "docker")
@@ -203,46 +216,6 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
-def find_config_file(cwd: Path) -> Path | None:
-    """``testdb.toml`` if present, else ``pyproject.toml`` if it has a [tool.testdb] table.
-
-    ``TESTDB_CONFIG`` names a file explicitly.
-    """
-    explicit = os.environ.get(f"{ENV_PREFIX}CONFIG")
-    if explicit:
-        path = Path(explicit)
-        if not path.is_file():
-            raise ConfigError(f"config file {explicit} (from TESTDB_CONFIG) does not exist")
-        return path
-    candidate = cwd / CONFIG_FILE
-    if candidate.is_file():
-        return candidate
-    pyproject = cwd / PYPROJECT
-    if pyproject.is_file() and "testdb" in _read_toml(pyproject).get("tool", {}):
-        return pyproject
-    return None
-
-
-def read_config_table(path: Path) -> dict[str, Any]:
-    """The testdb table of a config file: the whole of testdb.toml, [tool.testdb] of pyproject."""
-    data = _read_toml(path)
-    if path.name == PYPROJECT:
-        table = data.get("tool", {}).get("testdb", {})
-        return table if isinstance(table, dict) else {}
-    return data
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        return tomllib.loads(path.read_bytes().decode("utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"config file {path} is not UTF-8 text") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-
-
 @contextmanager
 def _using_config_file(path: Path | None) -> Iterator[None]:
     token = _config_file.set(path)
@@ -256,7 +229,7 @@ def load_settings(cwd: Path | None = None, overrides: Mapping[str, Any] | None =
     """Settings for a run in ``cwd``; ``overrides`` are command-line options (None = not given)."""
     path = find_config_file(cwd or Path.cwd())
     if path is not None:
-        _read_toml(path)  # surfaces syntax and encoding errors with the file's name
+        read_toml(path)  # surfaces syntax and encoding errors with the file's name
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
     try:
         with _using_config_file(path), warnings.catch_warnings():

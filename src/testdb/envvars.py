@@ -25,9 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from sqlalchemy.engine import URL, make_url
-
 from testdb.errors import ConfigError
+from testdb.urls import PgUrl, make_url, with_driver
 
 OutputFormat = Literal["shell", "dotenv", "json", "github"]
 OUTPUT_FORMATS: tuple[str, ...] = ("shell", "dotenv", "json", "github")
@@ -58,7 +57,7 @@ SECRET_QUERY_KEYS = frozenset({"password", "sslpassword", "passfile"})
 class Target:
     """One database the environment points at (the serial one, or one worker's)."""
 
-    url: URL
+    url: PgUrl
     worker: str
     run_id: str
     redis_url: str | None = None
@@ -81,19 +80,15 @@ def check_env_template(name: str, template: str) -> None:
             raise ConfigError(f"placeholder {{{field}:{spec}}} in env.{name} takes no format")
 
 
-def with_driver(url: URL, driver: str | None) -> str:
-    """``url`` rendered with ``postgresql+DRIVER://`` (plain ``postgresql://`` for None)."""
-    name = f"postgresql+{driver}" if driver else "postgresql"
-    return url.set(drivername=name).render_as_string(hide_password=False)
-
-
-def mask_url(url: URL | str) -> str:
-    """A URL safe to print: the password replaced by ***."""
-    parsed = make_url(url) if isinstance(url, str) else url
-    secret_keys = [key for key in parsed.query if key.lower() in SECRET_QUERY_KEYS]
-    if secret_keys:
-        parsed = parsed.update_query_dict(dict.fromkeys(secret_keys, "***"))
-    return parsed.render_as_string(hide_password=True)
+def mask_url(url: PgUrl | str) -> str:
+    """A URL safe to print: the password (also one given as a query parameter) replaced by ***."""
+    if isinstance(url, str):
+        try:
+            url = make_url(url)
+        except ConfigError:
+            return "<unparseable URL>"
+    secrets_in_query = {k: "***" for k in url.query if k.lower() in SECRET_QUERY_KEYS}
+    return url.set(query={**url.query, **secrets_in_query}).render_as_string(hide_password=True)
 
 
 def render_template(template: str, target: Target) -> str:
@@ -129,9 +124,7 @@ def target_environment(
     env = {
         "DATABASE_URL": with_driver(target.url, None),
         "TEST_DATABASE_URL": with_driver(target.url, None),
-        "DATABASE_URL_ASYNC": target.url.set(drivername=ASYNC_DRIVERS[async_driver]).render_as_string(
-            hide_password=False
-        ),
+        "DATABASE_URL_ASYNC": with_driver(target.url, ASYNC_DRIVERS[async_driver].partition("+")[2]),
     }
     if target.redis_url:
         env["REDIS_URL"] = target.redis_url
@@ -159,7 +152,7 @@ def run_environment(
     return env
 
 
-def replacement_environment(admin_url: URL, template: str, prefix: str, unique: bool) -> dict[str, str]:
+def replacement_environment(admin_url: PgUrl, template: str, prefix: str, unique: bool) -> dict[str, str]:
     """What a worker needs to clone its own database if xdist replaces a crashed worker."""
     return {
         "TESTDB_ADMIN_URL": with_driver(admin_url, None),

@@ -81,3 +81,9 @@ class RunError(TestdbError):
     """The child command could not be run."""
 
     hint = "usage: testdb run [-n N] -- COMMAND [ARGS...]"
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (drivers add multi-line detail), or its type."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

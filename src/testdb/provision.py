@@ -1,154 +1,30 @@
-"""The janitor: creates, marks, clones and drops databases, and tells live runs from dead ones.
+"""Databases: create from a template, mark, check names, drop; and the connection budget.
 
-Every database testdb creates carries a marker in its comment
-(``COMMENT ON DATABASE … IS 'testdb:{json}'``). testdb only drops or empties databases
-whose marker names the run doing it; protected names are refused whatever the marker says.
-
-Liveness: a process-bound run (``testdb run``, pytest self-provisioning) holds a session
-advisory lock ``(LOCK_NAMESPACE, key(run_id))`` for its whole life, visible to any client
-in ``pg_locks``; a detached ``testdb up`` records a lease (``expires``) instead.
+Who owns a database and whether its run is alive is :mod:`testdb.ownership`'s business;
+this module only acts on what that says: it drops or reuses only databases whose marker
+names the run doing it (or a dead run), and never protected names.
 """
 
 from __future__ import annotations
 
 import contextlib
-import getpass
-import json
-import os
-import socket
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
-from typing import Any
-
-import psycopg
-from psycopg import sql
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 from testdb.errors import OwnershipError, ServerError
 from testdb.naming import is_protected
+from testdb.ownership import Liveness, Marker, Role, list_databases, set_marker
 from testdb.servers.base import ServerInfo, connect, connection_error, server_major_version
 
-MARKER_PREFIX = "testdb:"
-LOCK_NAMESPACE = 0x7E57DB  # first key of every advisory lock testdb takes
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg import sql
+
 CLONE_RETRY_S = 5.0
 MAX_PARALLEL_CLONES = 8
-
-
-@dataclass
-class Marker:
-    """Who owns a database, stored as its comment."""
-
-    run_id: str
-    role: str  # "serial" | "worker" | "template" | "building"
-    prefix: str
-    user: str
-    host: str
-    pid: int
-    created: float
-    expires: float | None = None  # a lease (detached `up`); None = bound to a live process
-
-    @classmethod
-    def for_run(cls, run_id: str, role: str, prefix: str, ttl: float | None) -> Marker:
-        now = time.time()
-        return cls(
-            run_id,
-            role,
-            prefix,
-            getpass.getuser(),
-            socket.gethostname(),
-            os.getpid(),
-            now,
-            None if ttl is None else now + ttl,
-        )
-
-    def with_role(self, role: str) -> Marker:
-        return Marker(**{**asdict(self), "role": role})
-
-    def comment(self) -> str:
-        return MARKER_PREFIX + json.dumps(asdict(self), separators=(",", ":"))
-
-    @classmethod
-    def parse(cls, comment: str | None) -> Marker | None:
-        if not comment or not comment.startswith(MARKER_PREFIX):
-            return None
-        try:
-            return cls(**json.loads(comment[len(MARKER_PREFIX) :]))
-        except (TypeError, ValueError):
-            return None
-
-    @property
-    def owner(self) -> str:
-        return f"run {self.run_id} ({self.user}@{self.host}, pid {self.pid})"
-
-
-@dataclass(frozen=True)
-class DatabaseRow:
-    name: str
-    marker: Marker | None
-    connections: int
-
-
-def lock_key(run_id: str) -> int:
-    """The second advisory-lock key for a run: 32 bits of its id, as a signed int4."""
-    value = int(run_id[:8], 16)
-    return value - 2**32 if value >= 2**31 else value
-
-
-def _unsigned(key: int) -> int:
-    return key + 2**32 if key < 0 else key
-
-
-class RunLock:
-    """Holds a run's liveness lock on a dedicated connection for as long as it is open."""
-
-    def __init__(self, info: ServerInfo, run_id: str) -> None:
-        self.info, self.run_id = info, run_id
-        self.conn: psycopg.Connection[Any] | None = None
-
-    def __enter__(self) -> RunLock:
-        self.conn = connect(self.info.admin_url)
-        self.conn.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_NAMESPACE, lock_key(self.run_id)))
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.conn is not None:
-            with contextlib.suppress(psycopg.Error):
-                self.conn.close()  # closing the session releases the lock
-
-
-def live_lock_keys(conn: psycopg.Connection[Any]) -> set[int]:
-    rows = conn.execute(
-        "SELECT objid::bigint FROM pg_locks WHERE locktype = 'advisory' AND granted"
-        " AND objsubid = 2 AND classid = %s::oid",
-        (LOCK_NAMESPACE,),
-    ).fetchall()
-    return {int(r[0]) for r in rows}
-
-
-def is_alive(marker: Marker, live_keys: set[int], now: float | None = None) -> bool:
-    """A run is alive while it holds its lock, or while its lease has not expired."""
-    if _unsigned(lock_key(marker.run_id)) in live_keys:
-        return True
-    if marker.expires is None:
-        return False
-    return (now or time.time()) < marker.expires
-
-
-def list_databases(conn: psycopg.Connection[Any]) -> list[DatabaseRow]:
-    """Every database on the server with its marker (None if not testdb's) and session count."""
-    rows = conn.execute(
-        "SELECT d.datname, shobj_description(d.oid, 'pg_database'),"
-        " (SELECT count(*) FROM pg_stat_activity a WHERE a.datid = d.oid AND a.pid <> pg_backend_pid())"
-        " FROM pg_database d ORDER BY d.datname"
-    ).fetchall()
-    return [DatabaseRow(name, Marker.parse(comment), int(n)) for name, comment, n in rows]
-
-
-def set_marker(conn: psycopg.Connection[Any], name: str, marker: Marker) -> None:
-    conn.execute(
-        sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(name), sql.Literal(marker.comment()))
-    )
 
 
 def check_names_free(
@@ -159,7 +35,7 @@ def check_names_free(
     Returns the names held by *dead* testdb runs: the caller may reclaim them.
     """
     existing = {row.name: row for row in list_databases(conn)}
-    live = live_lock_keys(conn)
+    liveness = Liveness.read(conn)
     reclaim = []
     for name in names:
         if is_protected(name, default_database):
@@ -172,7 +48,7 @@ def check_names_free(
                 f"database {name!r} already exists and is not testdb's; leaving it alone",
                 hint="choose another prefix (--prefix) or drop that database yourself",
             )
-        if row.marker.run_id != run_id and is_alive(row.marker, live):
+        if row.marker.run_id != run_id and liveness.alive(row.marker):
             raise OwnershipError(
                 f"database {name!r} belongs to live {row.marker.owner}",
                 hint='wait for it, run with --unique (names = "unique"), or use another prefix',
@@ -188,13 +64,15 @@ def check_names_free(
 
 def drop_database(conn: psycopg.Connection[Any], name: str) -> None:
     """DROP … WITH (FORCE): ends stray sessions instead of failing on them."""
+    from psycopg import sql
+
     conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-def drop_owned(
+def owned_names(
     conn: psycopg.Connection[Any], names: Iterable[str], run_id: str | None, default_database: str
 ) -> list[str]:
-    """Drop those of ``names`` that carry testdb's marker (for ``run_id``, if given)."""
+    """Those of ``names`` that carry testdb's marker (for ``run_id``, if given): safe to drop."""
     markers = {row.name: row.marker for row in list_databases(conn)}
     dropped = []
     for name in names:
@@ -204,9 +82,23 @@ def drop_owned(
         if run_id is not None and marker.run_id != run_id:
             continue
         dropped.append(name)
-    for name in dropped:
-        drop_database(conn, name)
     return dropped
+
+
+def drop_databases(info: ServerInfo, names: Sequence[str]) -> None:
+    """Drop ``names`` in parallel: on a durable server each DROP waits for a checkpoint."""
+    if not names:
+        return
+    parallel = max(1, min(MAX_PARALLEL_CLONES, len(names)))
+    with _connections(info, parallel) as conns, ThreadPoolExecutor(parallel) as pool:
+        futures = [pool.submit(_drop_slice, conns[i], names[i::parallel]) for i in range(parallel)]
+        for future in futures:
+            future.result()
+
+
+def _drop_slice(conn: psycopg.Connection[Any], names: Sequence[str]) -> None:
+    for name in names:
+        drop_database(conn, name)
 
 
 def clone_strategy(conn: psycopg.Connection[Any]) -> sql.Composable:
@@ -216,6 +108,8 @@ def clone_strategy(conn: psycopg.Connection[Any]) -> sql.Composable:
     and Docker servers), slow on a durable server, where WAL_LOG (the 15+ default) wins.
     Servers before 15 have only one strategy.
     """
+    from psycopg import sql
+
     if server_major_version(conn) < 15:
         return sql.SQL("")
     row = conn.execute("SELECT current_setting('fsync')").fetchone()
@@ -230,6 +124,9 @@ def _clone_one(
     marker: Marker,
     strategy: sql.Composable,
 ) -> None:
+    import psycopg
+    from psycopg import sql
+
     statement = sql.SQL("CREATE DATABASE {} TEMPLATE {}{}").format(
         sql.Identifier(name), sql.Identifier(template), strategy
     )
@@ -259,11 +156,13 @@ def _connections(info: ServerInfo, count: int) -> Iterator[list[psycopg.Connecti
             conn.close()
 
 
-def clone_databases(info: ServerInfo, names: dict[str, str], template: str, marker: Marker) -> None:
+def clone_databases(info: ServerInfo, names: dict[str, Role], template: str, marker: Marker) -> None:
     """Create every database in ``names`` (name -> role) from ``template``, in parallel.
 
     All or nothing: if one clone fails, those already made are dropped before raising.
     """
+    import psycopg
+
     parallel = max(1, min(MAX_PARALLEL_CLONES, len(names)))
     created: list[str] = []
     with _connections(info, parallel) as conns:
@@ -272,7 +171,9 @@ def clone_databases(info: ServerInfo, names: dict[str, str], template: str, mark
 
         def work(slot: int) -> None:
             for name, role in jobs[slot::parallel]:
-                _clone_one(conns[slot], name, template, marker.with_role(role), strategy)
+                _clone_one(
+                    conns[slot], name, template, replace(marker, role=role, template=template), strategy
+                )
                 created.append(name)
 
         try:

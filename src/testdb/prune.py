@@ -1,54 +1,64 @@
-"""Reclaim what dead runs left behind, and nothing else.
+"""The janitor: reclaim what dead runs left behind, and nothing else.
 
 A database is reclaimable when it carries testdb's marker, is not a template (templates
-are a cache shared by runs; ``--templates`` includes them), is not protected, and its run
-is dead: no liveness lock held and no unexpired lease. A database that still has
-connections is skipped and reported unless ``force``. Embedded clusters whose owning
-process is gone are stopped and deleted too, and so are labelled Docker containers of dead runs.
+are a cache shared by runs; ``templates=True`` includes them), is not protected, and its
+run is dead (:meth:`testdb.ownership.Liveness.alive`); a database that still has
+connections is skipped and reported unless ``force``. Servers testdb started (embedded
+clusters, containers) are reported by their backends as facts and judged here by the one
+policy, :func:`testdb.ownership.orphaned`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
+from testdb.errors import ServerError
 from testdb.naming import is_protected
-from testdb.provision import DatabaseRow, drop_database, is_alive, list_databases, live_lock_keys
-from testdb.servers import embedded
-from testdb.servers.base import ServerInfo, admin_connection
+from testdb.ownership import DatabaseRow, Liveness, Resource, list_databases, orphaned
+from testdb.provision import drop_database
+from testdb.servers import backend, find_server
+from testdb.servers.base import SERVER_KINDS, ServerInfo, ServerKind, admin_connection, connect
+from testdb.urls import make_url
+
+if TYPE_CHECKING:
+    from testdb.config import Settings
 
 
 @dataclass
 class PruneReport:
     dropped: list[str] = field(default_factory=list)
     busy: list[DatabaseRow] = field(default_factory=list)
-    clusters: list[str] = field(default_factory=list)
+    servers: list[Resource] = field(default_factory=list)  # embedded clusters, containers
+    server: ServerInfo | None = None  # where databases were looked for (None: no server)
 
 
 def dead_databases(info: ServerInfo, prefix: str | None = None, templates: bool = False) -> list[DatabaseRow]:
     """Marked databases on ``info`` whose run is dead (optionally only of ``prefix``)."""
     with admin_connection(info) as conn:
-        live = live_lock_keys(conn)
+        liveness = Liveness.read(conn)
         rows = list_databases(conn)
-    now = time.time()
-    found = []
-    for row in rows:
-        marker = row.marker
-        if marker is None or is_protected(row.name, info.default_database):
-            continue
-        if marker.role == "template" and not templates:
-            continue
-        if prefix is not None and marker.prefix != prefix:
-            continue
+    return [row for row in rows if _reclaimable(row, info, prefix, templates, liveness)]
+
+
+def _reclaimable(
+    row: DatabaseRow, info: ServerInfo, prefix: str | None, templates: bool, liveness: Liveness
+) -> bool:
+    marker = row.marker
+    if marker is None or is_protected(row.name, info.default_database):
+        return False
+    if prefix is not None and marker.prefix != prefix:
+        return False
+    if marker.role == "template":
         # A template is a cache, not part of its builder's run: with --templates it goes
         # whatever the builder's lease says (the lease only protects the builder's clones).
-        if marker.role == "template" or not is_alive(marker, live, now):
-            found.append(row)
-    return found
+        return templates
+    return not liveness.alive(marker)
 
 
-def prune(
+def prune_databases(
     info: ServerInfo,
     *,
     prefix: str | None = None,
@@ -57,7 +67,7 @@ def prune(
     templates: bool = False,
 ) -> PruneReport:
     """Drop (or with ``dry_run`` only list) every dead run's databases on ``info``."""
-    report = PruneReport()
+    report = PruneReport(server=info)
     rows = dead_databases(info, prefix, templates)
     with admin_connection(info) as conn:
         for row in rows:
@@ -70,23 +80,50 @@ def prune(
     return report
 
 
-def prune_clusters(dry_run: bool = False) -> list[str]:
-    """Embedded clusters whose owner process died (e.g. a SIGKILLed ``testdb run``)."""
-    found = [str(path) for path in embedded.orphaned_clusters()]
-    if not dry_run:
-        for path in found:
-            embedded.destroy(Path(path))
+def orphaned_servers() -> list[Resource]:
+    """Clusters and containers testdb started that no live run uses any more."""
+    now = time.time()
+    found = []
+    for kind in SERVER_KINDS:  # url and local report none: testdb never starts those
+        found += [r for r in backend(kind).resources() if orphaned(r, _live_run_on, now)]
     return found
 
 
-def prune_containers(dry_run: bool = False) -> list[str]:
-    """testdb's Docker containers that no live run uses (a SIGKILLed run, an expired lease)."""
-    from testdb.servers import docker  # lazy: the SDK is slow to import
+def _live_run_on(resource: Resource) -> bool | None:
+    """Whether a live run (lock or lease) has databases on the resource's server; None: unknown."""
+    import psycopg
 
-    if not docker.engine_answers():
-        return []
-    found = docker.orphaned_containers()
+    if resource.url is None:
+        return None
+    with contextlib.suppress(psycopg.Error, ServerError), connect(make_url(resource.url), timeout=2) as conn:
+        liveness = Liveness.read(conn)
+        return any(row.marker is not None and liveness.alive(row.marker) for row in list_databases(conn))
+    return None
+
+
+def prune_servers(dry_run: bool = False) -> list[Resource]:
+    """Stop and delete orphaned clusters and containers (``dry_run``: only list them)."""
+    found = orphaned_servers()
     if not dry_run:
-        for container_id in found:
-            docker.remove_container(container_id)
+        for resource in found:
+            backend(cast("ServerKind", resource.kind)).remove(resource)
     return found
+
+
+def prune_everything(
+    settings: Settings,
+    server: ServerInfo | None,
+    prefix: str | None,
+    dry_run: bool,
+    force: bool,
+    templates: bool,
+) -> PruneReport:
+    """Orphaned servers on this machine first, then dead runs' databases on ``server``
+    (or the server the settings name, if it is running)."""
+    servers = prune_servers(dry_run)
+    info = server or find_server(settings)
+    if info is None:
+        return PruneReport(servers=servers)
+    report = prune_databases(info, prefix=prefix, dry_run=dry_run, force=force, templates=templates)
+    report.servers = servers
+    return report

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import contextlib
 
-from sqlalchemy.engine import make_url
-
 from testdb.errors import ConfigError
 from testdb.naming import SERIAL_WORKER, worker_index
+from testdb.urls import make_url
 
 DEFAULT_DATABASES = 16
 

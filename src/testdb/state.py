@@ -14,7 +14,7 @@ from pathlib import Path
 from testdb.errors import StateError
 from testdb.servers.base import ServerInfo
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 STATE_FILE = "state.json"
 
 
@@ -27,6 +27,7 @@ class RunState:
     server: ServerInfo
     serial: str
     workers: dict[str, str]
+    serial_created: bool = True  # False: cloned on first use only (the child was `pytest -n N`)
     template: str | None = None
     created: float = field(default_factory=time.time)
     expires: float | None = None
@@ -38,7 +39,8 @@ class RunState:
 
     @property
     def databases(self) -> list[str]:
-        return [self.serial, *self.workers.values()]
+        serial = [self.serial] if self.serial_created else []
+        return [*serial, *self.workers.values()]
 
     def to_json(self) -> str:
         data = asdict(self)

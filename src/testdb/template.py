@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib
 import os
 import subprocess
 import sys
@@ -25,17 +24,13 @@ import psycopg
 from psycopg import sql
 
 from testdb.config import SchemaSettings
-from testdb.errors import SchemaError
+from testdb.errors import SchemaError, first_line
 from testdb.naming import TEMPLATE_INFIX, template_name
-from testdb.provision import (
-    LOCK_NAMESPACE,
-    Marker,
-    drop_database,
-    list_databases,
-    set_marker,
-    terminate_sessions,
-)
-from testdb.servers.base import ServerInfo, connect, libpq_dsn, scrub, server_major_version
+from testdb.ownership import LOCK_NAMESPACE, Marker, list_databases, set_marker
+from testdb.provision import drop_database, terminate_sessions
+from testdb.resolve import resolve_attr
+from testdb.servers.base import ServerInfo, connect, scrub, server_major_version
+from testdb.urls import libpq_dsn
 
 KEEP_TEMPLATES = 2
 TEMPLATE_FORMAT = "1"  # bump when the way templates are built changes
@@ -180,29 +175,21 @@ def _run_command(command: str, env: Mapping[str, str], root: Path) -> None:
 
 
 def _run_callable(spec: str, url: str, root: Path) -> None:
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
+    if ":" not in spec or spec.startswith(":") or spec.endswith(":"):
         raise SchemaError(f"schema callable {spec!r} must look like 'package.module:function'")
     for path in (str(root), str(root / "src")):
         if path not in sys.path:
             sys.path.insert(0, path)
     try:
-        target: Any = importlib.import_module(module_name)
-        for part in attr.split("."):
-            target = getattr(target, part)
+        target = resolve_attr(spec)
     except (ImportError, AttributeError) as exc:
         raise SchemaError(f"cannot import schema callable {spec!r}: {exc}") from None
     try:
         target(url)
     except Exception as exc:
         raise SchemaError(
-            f"schema callable {spec!r} failed: {type(exc).__name__}: {scrub(_first_line(exc))}"
+            f"schema callable {spec!r} failed: {type(exc).__name__}: {scrub(first_line(exc))}"
         ) from None
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else "(no message)"
 
 
 def _drop_stale(conn: psycopg.Connection[Any], prefix: str, current: str) -> None:

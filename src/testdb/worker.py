@@ -11,28 +11,24 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from sqlalchemy.engine import URL, make_url
-
-from testdb.config import Settings
-from testdb.envvars import (
-    ASYNC_DRIVERS,
-    WORKER_REDIS_VAR,
-    WORKER_URL_VAR,
-    Target,
-    target_environment,
-    with_driver,
-)
+from testdb.envvars import ASYNC_DRIVERS, WORKER_REDIS_VAR, WORKER_URL_VAR, Target, target_environment
 from testdb.errors import StateError
 from testdb.naming import SERIAL_WORKER, worker_database
-from testdb.provision import Marker, clone_databases, list_databases
+from testdb.ownership import Marker, Role, list_databases
 from testdb.servers.base import ServerInfo, admin_connection
+from testdb.urls import PgUrl, make_url, with_driver
+
+if TYPE_CHECKING:
+    from testdb.config import Settings
 
 ADMIN_URL_VAR = "TESTDB_ADMIN_URL"
 TEMPLATE_VAR = "TESTDB_TEMPLATE"
 PREFIX_VAR = "TESTDB_PREFIX"
 UNIQUE_VAR = "TESTDB_UNIQUE"
 XDIST_WORKER_VAR = "PYTEST_XDIST_WORKER"
+LAZY_SERIAL_VAR = "TESTDB_SERIAL_LAZY"
 
 
 @dataclass(frozen=True)
@@ -44,14 +40,14 @@ class WorkerDatabase:
     pool: tuple[int, int]
 
     @property
-    def url(self) -> URL:
+    def url(self) -> PgUrl:
         return self.target.url
 
     def sqlalchemy_url(self) -> str:
         return with_driver(self.url, "psycopg")
 
     def async_url(self, driver: str) -> str:
-        return self.url.set(drivername=ASYNC_DRIVERS[driver]).render_as_string(hide_password=False)
+        return with_driver(self.url, ASYNC_DRIVERS[driver].partition("+")[2])
 
 
 def current_worker_id(environ: Mapping[str, str] | None = None) -> str:
@@ -70,6 +66,8 @@ def resolve_worker(environ: Mapping[str, str], worker_id: str) -> WorkerDatabase
     url_text = environ.get(worker_url_var(worker_id)) if worker_id != SERIAL_WORKER else serial_url
     if not url_text:
         url_text = _clone_for_replacement(environ, worker_id, run_id)
+    elif worker_id == SERIAL_WORKER and environ.get(LAZY_SERIAL_VAR) == "1":
+        url_text = _clone_for_replacement(environ, worker_id, run_id, role="serial")
     redis = environ.get(WORKER_REDIS_VAR + worker_id.upper()) if worker_id != SERIAL_WORKER else None
     redis = redis or (environ.get("REDIS_URL") if worker_id == SERIAL_WORKER else None)
     pool = (int(environ.get("TESTDB_POOL_SIZE", "5")), int(environ.get("TESTDB_MAX_OVERFLOW", "5")))
@@ -77,7 +75,10 @@ def resolve_worker(environ: Mapping[str, str], worker_id: str) -> WorkerDatabase
     return WorkerDatabase(worker_id, Target(make_url(url_text), worker_id, run_id, redis, redis_db), pool)
 
 
-def _clone_for_replacement(environ: Mapping[str, str], worker_id: str, run_id: str) -> str:
+def _clone_for_replacement(
+    environ: Mapping[str, str], worker_id: str, run_id: str, role: Role = "worker"
+) -> str:
+    """Clone this process's database from the run's template (a replaced worker, a lazy serial)."""
     admin, template = environ.get(ADMIN_URL_VAR), environ.get(TEMPLATE_VAR)
     if not admin or not template or not run_id:
         raise StateError(
@@ -97,11 +98,13 @@ def _clone_for_replacement(environ: Mapping[str, str], worker_id: str, run_id: s
                 hint="testdb never reuses another run's or a stranger's database; drop it or use --unique",
             )
     else:
-        marker = Marker.for_run(run_id, "worker", prefix, None)
+        marker = Marker.for_run(run_id, role, prefix, None)
         # Same liveness as the rest of the run: its lock, or the lease its databases carry.
         siblings = [m for m in existing.values() if m is not None and m.run_id == run_id]
         marker.expires = siblings[0].expires if siblings else None
-        clone_databases(info, {name: "worker"}, template, marker)
+        from testdb.provision import clone_databases
+
+        clone_databases(info, {name: role}, template, marker)
     return info.database_url(name).render_as_string(hide_password=False)
 
 

@@ -12,7 +12,7 @@ import psycopg
 from psycopg import sql
 
 #: The machine's PostgreSQL, as a superuser (trust authentication).
-LOCAL = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "postgres"}
+LOCAL: dict[str, Any] = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "postgres"}
 #: Databases that exist on the local server and are not testdb's; nothing may touch them.
 PREEXISTING = ("postgres", "template0", "template1", "test")
 #: A recognisable password: put into URLs everywhere, it must never be printed (but in env output).

@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from testdb.prune import orphaned_servers
 from testdb.servers import docker as backend
 
 from ._cli import finish, run, start, wait_for
@@ -28,6 +29,11 @@ pytestmark = pytest.mark.docker
 ROOT = Path(__file__).resolve().parents[2]
 ENGINE_SCRIPT = ROOT / "scripts" / "docker-test-engine.sh"
 IMAGE = "testdb-postgres:15"
+
+
+def orphan_ids() -> list[str]:
+    """Containers the janitor would remove (its one orphan policy over the backend's facts)."""
+    return [r.ident for r in orphaned_servers() if r.kind == "docker"]
 
 
 @pytest.fixture(scope="module")
@@ -155,15 +161,15 @@ def test_a_sigkilled_run_leaves_a_labelled_container_that_status_down_and_prune_
     run_id = ""
     try:
 
-        def owned() -> list[dict[str, str]]:
-            return [row for row in backend.labelled_containers() if row["owner"].endswith(f":{proc.pid}")]
+        def owned() -> list[backend.ContainerRow]:
+            return [row for row in backend.labelled_containers() if row.owner.endswith(f":{proc.pid}")]
 
         wait_for(lambda: bool(owned()) and bool(sleepers(marker)), 60, "the run's child")
         [row] = owned()
-        run_id = row["run_id"]
-        assert row["status"] == "running" and row["ports"].startswith("127.0.0.1:")
+        run_id = row.run_id
+        assert row.status == "running" and row.ports.startswith("127.0.0.1:")
         container_id = run_containers(client, run_id)[0].id
-        assert container_id not in backend.orphaned_containers()  # its run is alive
+        assert container_id not in orphan_ids()  # its run is alive
 
         proc.send_signal(signal.SIGKILL)
         for pid in sleepers(marker):  # it holds the pipes open that finish() reads to the end
@@ -171,7 +177,11 @@ def test_a_sigkilled_run_leaves_a_labelled_container_that_status_down_and_prune_
         assert finish(proc).code == -signal.SIGKILL
 
         # The container outlives its run, labelled: prune can tell it is an orphan ...
-        wait_for(lambda: container_id in backend.orphaned_containers(), 10, "the container to be an orphan")
+        wait_for(
+            lambda: container_id in orphan_ids(),
+            10,
+            "the container to be an orphan",
+        )
         # ... and the state file the run left lets status show it and down remove it.
         status = run(["status"], tmp_path, docker_env)
         assert status.code == 0, status.err

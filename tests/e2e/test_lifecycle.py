@@ -13,7 +13,7 @@ import re
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -171,13 +171,13 @@ def test_env_prints_the_environment_of_what_is_up_in_each_format(up3: UpRun, fmt
     result = run(["env", "--format", fmt], cwd=up3.cwd)
     assert result.code == 0, result
     names = list(up3.env)
-    parsed = {
+    parsed: dict[str, Callable[[], dict[str, Any]]] = {
         "shell": lambda: _parse_shell(result.out, names),
         "dotenv": lambda: dict(dotenv.dotenv_values(stream=io.StringIO(result.out))),
         "github": lambda: _parse_github(result.out),
-        "json": lambda: json.loads(result.out),
-    }[fmt]()
-    assert parsed == up3.env
+        "json": lambda: dict(json.loads(result.out)),
+    }
+    assert parsed[fmt]() == up3.env
 
 
 # -- status --------------------------------------------------------------------------------

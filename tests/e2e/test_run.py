@@ -198,3 +198,26 @@ def test_run_keep_keeps_the_databases_until_down(
 
     assert down.code == 0, down
     assert run_databases(admin, prefix) == set()
+
+
+SERIAL_PROJECT_TEST = """
+import os, psycopg
+
+def test_the_worker_database_exists_and_the_serial_one_was_not_made():
+    with psycopg.connect(os.environ["TESTDB_ADMIN_URL"]) as conn:
+        names = {r[0] for r in conn.execute("SELECT datname FROM pg_database")}
+    prefix = os.environ["TESTDB_PREFIX"]
+    assert os.environ["PYTEST_XDIST_WORKER"] and f"{prefix}_gw0" in names
+    assert prefix not in names
+"""
+
+
+def test_run_of_pytest_n_skips_the_serial_database(
+    cli: Cli, tmp_path: Path, prefix: str, admin: psycopg.Connection[Any]
+) -> None:
+    (tmp_path / "test_serial.py").write_text(SERIAL_PROJECT_TEST)
+    pytest_cmd = [sys.executable, "-m", "pytest", "-n", "1", "-q", "-p", "no:cacheprovider", "test_serial.py"]
+    result = cli("run", "--server", "local", "--prefix", prefix, "--", *pytest_cmd)
+    assert result.code == 0, result.output
+    assert "created 1 databases" in result.err
+    assert run_databases(admin, prefix) == set()

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from testdb.config import Settings, load_settings
-from testdb.provision import list_databases
+from testdb.ownership import list_databases
 from testdb.servers.base import ServerInfo, admin_connection
 
 

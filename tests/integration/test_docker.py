@@ -42,6 +42,13 @@ FIRST_BUILD_TIMEOUT_S = 15 * 60
 # -- fixtures ---------------------------------------------------------------------------
 
 
+def orphaned_container_ids() -> list[str]:
+    """What the janitor would remove on this engine (its one orphan policy over the facts)."""
+    from testdb.prune import orphaned_servers
+
+    return [r.ident for r in orphaned_servers() if r.kind == "docker"]
+
+
 @pytest.fixture(autouse=True)
 def _drop_leftovers() -> Iterator[None]:
     """Overrides the integration suite's autouse fixture: these tests bring their own server
@@ -148,9 +155,9 @@ def test_acquire_starts_a_labelled_tuned_container_that_answers(
     assert info.kind == "docker" and info.owned
     port = info.admin_url.port
     assert info.reason == f"container {container.short_id} from {IMAGE} on 127.0.0.1:{port}"
-    assert info.extra["image"] == IMAGE and info.extra["reuse"] is False
+    assert info.image == IMAGE and info.keep is False
     digest = backend.config_hash(IMAGE, client.images.get(IMAGE).id)
-    assert info.extra["config_hash"] == digest
+    assert client.containers.get(info.container_id).labels[backend.LABEL_HASH] == digest
     url = info.admin_url
     assert (url.host, url.username, url.database) == ("127.0.0.1", "postgres", "postgres")
     assert url.password and len(url.password) >= 24
@@ -183,10 +190,10 @@ def test_acquire_starts_a_labelled_tuned_container_that_answers(
             host="127.0.0.1", port=port, user="postgres", password="wrong", dbname="postgres"
         ).close()
 
-    listed = {row["id"]: row for row in backend.labelled_containers()}
-    assert listed[container.short_id]["run_id"] == run_id
-    assert listed[container.short_id]["ports"] == f"127.0.0.1:{port}"
-    assert listed[container.short_id]["status"] == "running"
+    listed = {row.id: row for row in backend.labelled_containers()}
+    assert listed[container.short_id].run_id == run_id
+    assert listed[container.short_id].ports == f"127.0.0.1:{port}"
+    assert listed[container.short_id].status == "running"
 
     backend.release(info)
     assert_nothing_left(client, run_id)
@@ -199,7 +206,7 @@ def test_up_provisions_workers_and_down_removes_the_container(
     settings = docker_settings(tmp_path)
     volumes = volume_names(client)
     progress = lifecycle.Progress()
-    state = lifecycle.up(settings, 2, unique=False, root=tmp_path, progress=progress)
+    state = lifecycle.up(settings, lifecycle.Request(2, False, root=tmp_path), progress=progress)
     try:
         assert state.server.kind == "docker"
         assert len(run_containers(client, state.run_id)) == 1
@@ -208,7 +215,7 @@ def test_up_provisions_workers_and_down_removes_the_container(
                 assert conn.execute("SELECT current_database()").fetchone() == (database,)
         assert set(state.workers) == {"gw0", "gw1"}
     finally:
-        lifecycle.down(state)
+        lifecycle.teardown(state)
     assert_nothing_left(client, state.run_id)
     assert volume_names(client) - volumes == set()
 
@@ -218,20 +225,21 @@ def test_reuse_keeps_the_container_and_its_template_for_the_next_up(
 ) -> None:
     settings = docker_settings(tmp_path, reuse=True)
     first_progress, second_progress = lifecycle.Progress(), lifecycle.Progress()
-    first = lifecycle.up(settings, 2, unique=False, root=tmp_path, progress=first_progress)
+    first = lifecycle.up(settings, lifecycle.Request(2, False, root=tmp_path), progress=first_progress)
     container_id = first.server.container_id
     try:
-        assert first.server.extra["reuse"] is True
-        lifecycle.down(first)
+        assert first.server.keep is True
+        lifecycle.teardown(first)
         kept = client.containers.get(container_id)
         assert kept.status == "running" and kept.labels[backend.LABEL_REUSE] == "1"
 
-        second = lifecycle.up(settings, 2, unique=False, root=tmp_path, progress=second_progress)
+        second = lifecycle.up(settings, lifecycle.Request(2, False, root=tmp_path), progress=second_progress)
         assert second.server.container_id == container_id
+        assert container_id is not None
         assert second.server.reason.startswith(f"reusing container {container_id[:12]}")
         assert first_progress.template_built is True
         assert second_progress.template_built is False
-        lifecycle.down(second, stop_server=True)
+        lifecycle.teardown(second, stop_server=True)
         assert client.containers.list(all=True, filters={"id": container_id}) == []
     finally:
         for container in client.containers.list(all=True, filters={"id": container_id}):
@@ -274,8 +282,8 @@ def test_a_container_without_testdb_labels_is_never_touched(engine: str, client:
         info = ServerInfo(kind="docker", url="postgresql://x@127.0.0.1/postgres", container_id=plain.id)
         backend.release(info, force=True)
         assert backend.remove_container(plain.id) is False
-        assert plain.id not in backend.orphaned_containers()  # exited, but not testdb's
-        assert plain.short_id not in {row["id"] for row in backend.labelled_containers()}
+        assert plain.id not in orphaned_container_ids()  # exited, but not testdb's
+        assert plain.short_id not in {row.id for row in backend.labelled_containers()}
         plain.reload()
         assert plain.status == "exited"
     finally:
@@ -297,7 +305,7 @@ def test_unreachable_engine(engine: str, tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_image_missing_and_not_pullable(engine: str, client: Any, tmp_path: Path) -> None:
-    run_id, notices = new_run_id(), []
+    run_id, notices = new_run_id(), list[str]()
     with pytest.raises(DockerError) as exc:
         backend.acquire(docker_settings(tmp_path, image="testdb-nope:0"), run_id, notices)
     assert_refused(exc, "image testdb-nope:0 is not present and could not be pulled: ")
@@ -372,14 +380,14 @@ def test_orphaned_container_of_a_sigkilled_owner(engine: str, client: Any, tmp_p
         assert proc.stdout is not None
         container_id = proc.stdout.readline().strip()
         assert container_id, "the child did not acquire a container"
-        assert container_id not in backend.orphaned_containers()  # its owner is alive
+        assert container_id not in orphaned_container_ids()  # its owner is alive
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
 
-        assert container_id in backend.orphaned_containers()
-        listed = {row["id"]: row for row in backend.labelled_containers()}
-        assert listed[container_id[:12]]["run_id"] == run_id
-        assert listed[container_id[:12]]["owner"].endswith(f":{proc.pid}")
+        assert container_id in orphaned_container_ids()
+        listed = {row.id: row for row in backend.labelled_containers()}
+        assert listed[container_id[:12]].run_id == run_id
+        assert listed[container_id[:12]].owner.endswith(f":{proc.pid}")
 
         assert backend.remove_container(container_id) is True
         assert_nothing_left(client, run_id)
@@ -406,10 +414,29 @@ def test_a_container_never_started_by_a_dead_owner_is_an_orphan(
     try:
         created = backend._create(sdk, IMAGE, run_id, "0123456789abcdef", False, 0)
         assert created.status == "created"
-        assert created.id in backend.orphaned_containers()
+        assert created.id in orphaned_container_ids()
         assert backend.remove_container(created.id) is True
         assert_nothing_left(client, run_id)
     finally:
         sdk.close()
         for container in run_containers(client, run_id):
+            container.remove(force=True, v=True)
+
+
+def test_down_of_a_reused_container_keeps_it_says_so_and_drops_its_templates(
+    engine: str, client: Any, tmp_path: Path
+) -> None:
+    settings = docker_settings(tmp_path, reuse=True)
+    state = lifecycle.start_detached(
+        settings, lifecycle.Request(1, False, root=tmp_path), progress=lifecycle.Progress()
+    )
+    container_id = state.server.container_id
+    try:
+        report = lifecycle.down(settings, templates=True)
+        assert report is not None
+        assert report.server_stopped is False  # the container is kept for the next run
+        assert report.templates == [state.template]
+        assert client.containers.get(container_id).status == "running"
+    finally:
+        for container in client.containers.list(all=True, filters={"id": container_id}):
             container.remove(force=True, v=True)

@@ -13,8 +13,8 @@ import psycopg
 import pytest
 
 from testdb.fresh.kept import kept_databases
-from testdb.provision import list_databases
-from testdb.prune import prune
+from testdb.ownership import list_databases
+from testdb.prune import prune_databases
 from testdb.servers.base import ServerInfo, admin_connection
 
 pytest_plugins = ["pytester"]
@@ -170,11 +170,11 @@ def test_passes(testdb_fresh_url):
     assert [db.name for db in kept_databases(pg_server, prefix)] == kept
     with psycopg.connect(_url(pg_server, kept[0])) as conn:
         assert conn.execute("SELECT id FROM cameras").fetchall() == [("evidence",)]
-    assert prune(pg_server, prefix=prefix).dropped == []  # its lease still runs
+    assert prune_databases(pg_server, prefix=prefix).dropped == []  # its lease still runs
     expires = kept_databases(pg_server, prefix)[0].expires
     assert expires is not None
     time.sleep(max(0.0, expires - time.time()) + 0.5)
-    assert prune(pg_server, prefix=prefix).dropped == kept
+    assert prune_databases(pg_server, prefix=prefix).dropped == kept
 
 
 def test_teardown_leaves_nothing_but_the_template_also_with_spares(

@@ -13,12 +13,14 @@ from psycopg import sql
 from testdb import lifecycle
 from testdb.config import Settings
 from testdb.errors import OwnershipError, ServerError
-from testdb.provision import Marker, list_databases, set_marker
+from testdb.ownership import Marker, list_databases, set_marker
 from testdb.servers.base import ServerInfo, admin_connection
 
 
 def _up(settings: Settings, tmp_path: Path, workers: int = 2, unique: bool = False):  # type: ignore[no-untyped-def]
-    return lifecycle.up(settings, workers, unique=unique, root=tmp_path, progress=lifecycle.Progress())
+    return lifecycle.up(
+        settings, lifecycle.Request(workers, unique, root=tmp_path), progress=lifecycle.Progress()
+    )
 
 
 def test_up_creates_serial_and_worker_databases(
@@ -29,7 +31,7 @@ def test_up_creates_serial_and_worker_databases(
 ) -> None:
     state = _up(make_settings(), tmp_path, workers=3)
     assert {prefix, f"{prefix}_gw0", f"{prefix}_gw1", f"{prefix}_gw2"} <= database_names()
-    lifecycle.down(state)
+    lifecycle.teardown(state)
 
 
 def test_every_created_database_carries_the_run_marker(
@@ -42,14 +44,14 @@ def test_every_created_database_carries_the_run_marker(
         marker = markers[name]
         assert marker is not None
         assert marker.run_id == state.run_id
-    lifecycle.down(state)
+    lifecycle.teardown(state)
 
 
 def test_down_drops_everything_the_run_created(
     make_settings: Callable[..., Settings], tmp_path: Path, database_names: Callable[[], set[str]]
 ) -> None:
     state = _up(make_settings(), tmp_path)
-    dropped = lifecycle.down(state)
+    dropped = lifecycle.teardown(state)
     assert sorted(dropped) == sorted(state.databases)
     assert not set(state.databases) & database_names()
 
@@ -63,7 +65,7 @@ def test_down_succeeds_when_a_database_was_dropped_behind_its_back(
     state = _up(make_settings(), tmp_path)
     with admin_connection(pg_server) as conn:
         conn.execute(sql.SQL("DROP DATABASE {}").format(sql.Identifier(state.workers["gw0"])))
-    lifecycle.down(state)
+    lifecycle.teardown(state)
     assert not set(state.databases) & database_names()
 
 
@@ -76,7 +78,7 @@ def test_worker_urls_connect_to_their_own_database(
     for worker, name in state.workers.items():
         with psycopg.connect(env[f"TESTDB_WORKER_URL_{worker.upper()}"]) as conn:
             assert conn.execute("SELECT current_database()").fetchone() == (name,)
-    lifecycle.down(state)
+    lifecycle.teardown(state)
 
 
 def test_existing_unmarked_database_is_refused_and_left_alone(
@@ -105,7 +107,7 @@ def test_live_run_blocks_plain_names(make_settings: Callable[..., Settings], tmp
         with pytest.raises(OwnershipError, match=f"belongs to live run {first.run_id}"):
             _up(make_settings(), tmp_path)
     finally:
-        lifecycle.down(first)
+        lifecycle.teardown(first)
 
 
 def test_unique_names_let_two_runs_share_a_server(
@@ -114,8 +116,8 @@ def test_unique_names_let_two_runs_share_a_server(
     first = _up(make_settings(), tmp_path, unique=True)
     second = _up(make_settings(), tmp_path, unique=True)
     assert not set(first.databases) & set(second.databases)
-    lifecycle.down(first)
-    lifecycle.down(second)
+    lifecycle.teardown(first)
+    lifecycle.teardown(second)
 
 
 def test_dead_runs_databases_are_reclaimed(
@@ -126,7 +128,7 @@ def test_dead_runs_databases_are_reclaimed(
         set_marker(conn, f"{prefix}_gw0", Marker.for_run(secrets.token_hex(6), "worker", prefix, None))
     state = _up(make_settings(), tmp_path)
     assert state.workers["gw0"] == f"{prefix}_gw0"
-    lifecycle.down(state)
+    lifecycle.teardown(state)
 
 
 def test_bound_run_tears_down_when_the_block_raises(
@@ -136,7 +138,7 @@ def test_bound_run_tears_down_when_the_block_raises(
     with (
         pytest.raises(RuntimeError),
         lifecycle.bound_run(
-            make_settings(), 2, unique=False, root=tmp_path, progress=lifecycle.Progress()
+            make_settings(), lifecycle.Request(2, False, root=tmp_path), progress=lifecycle.Progress()
         ) as state,
     ):
         names = state.databases
@@ -159,3 +161,18 @@ def test_too_many_workers_fail_before_anything_is_created(
 def test_protected_prefix_is_refused(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
     with pytest.raises(OwnershipError, match="protected database 'postgres'"):
         _up(make_settings(prefix="postgres"), tmp_path)
+
+
+def test_a_lazy_serial_database_is_cloned_on_first_use_and_dropped_with_the_run(
+    make_settings: Callable[..., Settings], tmp_path: Path, database_names: Callable[[], set[str]]
+) -> None:
+    from testdb.worker import resolve_worker
+
+    settings = make_settings()
+    request = lifecycle.Request(1, False, serial=False, root=tmp_path)
+    with lifecycle.bound_run(settings, request, progress=lifecycle.Progress()) as state:
+        assert state.serial not in database_names()
+        worker = resolve_worker(lifecycle.environment(state, settings), "master")
+        assert worker.url.database == state.serial
+        assert state.serial in database_names()
+    assert state.serial not in database_names()

@@ -11,8 +11,8 @@ from psycopg import sql
 
 from testdb import lifecycle
 from testdb.config import Settings
-from testdb.provision import Marker, RunLock, set_marker
-from testdb.prune import prune
+from testdb.ownership import Marker, RunLock, set_marker
+from testdb.prune import prune_databases as prune
 from testdb.servers.base import ServerInfo, admin_connection, connect
 
 
@@ -42,7 +42,7 @@ def test_run_holding_its_lock_is_left_alone(
 ) -> None:
     run_id = secrets.token_hex(6)
     _create(pg_server, f"{prefix}_gw0", Marker.for_run(run_id, "worker", prefix, None))
-    with RunLock(pg_server, run_id):
+    with RunLock(lambda: connect(pg_server.admin_url), run_id):
         assert prune(pg_server, prefix=prefix).dropped == []
     assert f"{prefix}_gw0" in database_names()
 
@@ -108,7 +108,7 @@ def test_bound_run_prunes_dead_runs_of_its_prefix_first(
 ) -> None:
     _create(pg_server, f"{prefix}_abcdef_gw5", Marker.for_run(secrets.token_hex(6), "worker", prefix, None))
     progress = lifecycle.Progress()
-    with lifecycle.bound_run(make_settings(), 1, unique=False, root=tmp_path, progress=progress):
+    with lifecycle.bound_run(make_settings(), lifecycle.Request(1, False, root=tmp_path), progress=progress):
         assert f"{prefix}_abcdef_gw5" not in database_names()
     assert "reclaimed 1 databases of dead runs" in progress.notices
 

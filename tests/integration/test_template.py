@@ -41,7 +41,7 @@ def project(tmp_path: Path) -> Path:
 
 def _up(settings: Settings, root: Path, workers: int = 2) -> tuple[RunState, lifecycle.Progress]:
     progress = lifecycle.Progress()
-    state = lifecycle.up(settings, workers, unique=True, root=root, progress=progress)
+    state = lifecycle.up(settings, lifecycle.Request(workers, True, root=root), progress=progress)
     return state, progress
 
 
@@ -58,7 +58,7 @@ def test_workers_contain_the_full_schema(make_settings: Callable[..., Settings],
         conn.execute("INSERT INTO events (camera_id, level) VALUES ('c1', 'high')")
         assert conn.execute("SELECT risk_score(level) FROM events").fetchone() == (10,)
         assert conn.execute("SELECT nextval('ticket_seq')").fetchone() == (100,)
-    lifecycle.down(state)
+    lifecycle.teardown(state)
 
 
 def test_unchanged_schema_reuses_the_template(make_settings: Callable[..., Settings], project: Path) -> None:
@@ -68,8 +68,8 @@ def test_unchanged_schema_reuses_the_template(make_settings: Callable[..., Setti
     assert first_progress.template_built is True
     assert second_progress.template_built is False
     assert first.template == second.template
-    lifecycle.down(first)
-    lifecycle.down(second)
+    lifecycle.teardown(first)
+    lifecycle.teardown(second)
 
 
 def test_changed_input_file_forces_one_rebuild(make_settings: Callable[..., Settings], project: Path) -> None:
@@ -82,7 +82,7 @@ def test_changed_input_file_forces_one_rebuild(make_settings: Callable[..., Sett
     assert second.template != first.template
     assert third_progress.template_built is False
     for state in (first, second, third):
-        lifecycle.down(state)
+        lifecycle.teardown(state)
 
 
 def test_extra_inputs_key_the_cache(make_settings: Callable[..., Settings], project: Path) -> None:
@@ -93,8 +93,8 @@ def test_extra_inputs_key_the_cache(make_settings: Callable[..., Settings], proj
     second, progress = _up(settings, project)
     assert progress.template_built is True
     assert second.template != first.template
-    lifecycle.down(first)
-    lifecycle.down(second)
+    lifecycle.teardown(first)
+    lifecycle.teardown(second)
 
 
 def test_concurrent_ups_build_the_template_once(
@@ -116,9 +116,9 @@ def test_concurrent_ups_build_the_template_once(
     for thread in threads:
         thread.join()
     assert not errors
-    assert sorted(progress.template_built for _, progress in results) == [False, True]
+    assert sorted(bool(progress.template_built) for _, progress in results) == [False, True]
     for state, _ in results:
-        lifecycle.down(state)
+        lifecycle.teardown(state)
 
 
 def test_failing_sql_names_the_statement_and_leaves_no_template(
@@ -154,7 +154,7 @@ def test_command_builds_the_template_through_database_url(
     state, _ = _up(settings, project)
     with psycopg.connect(lifecycle.environment(state, settings)["TESTDB_WORKER_URL_GW0"]) as conn:
         assert conn.execute("SELECT count(*) FROM migrated").fetchone() == (0,)
-    lifecycle.down(state)
+    lifecycle.teardown(state)
 
 
 def test_callable_builds_the_template(make_settings: Callable[..., Settings], project: Path) -> None:
@@ -173,7 +173,7 @@ def test_callable_builds_the_template(make_settings: Callable[..., Settings], pr
     state, _ = _up(settings, project)
     with psycopg.connect(lifecycle.environment(state, settings)["DATABASE_URL"]) as conn:
         assert conn.execute("SELECT count(*) FROM widgets").fetchone() == (0,)
-    lifecycle.down(state)
+    lifecycle.teardown(state)
 
 
 def test_stale_templates_are_dropped_after_a_build(
@@ -184,6 +184,6 @@ def test_stale_templates_are_dropped_after_a_build(
         (project / "db" / "schema.sql").write_text(f"CREATE TABLE v{version} (id int);\n")
         state, _ = _up(_sql_settings(make_settings), project, workers=1)
         templates.append(state.template)
-        lifecycle.down(state)
+        lifecycle.teardown(state)
     remaining = {name for name in database_names() if name.startswith(f"{prefix}_tpl_")}
     assert remaining == set(templates[-2:])

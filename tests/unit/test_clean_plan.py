@@ -209,7 +209,7 @@ def test_reset_empties_random_schemas_without_fk_errors(
     table = [sql.Identifier(ns, f"t{i}") for i in range(schema["n"])]
     columns: list[list[sql.Composable]] = [[sql.SQL("id int PRIMARY KEY")] for _ in table]
     values: list[list[sql.Composable]] = [[sql.SQL("g")] for _ in table]
-    constraints: list[sql.Composable] = []
+    constraints: list[sql.Composed] = []
     for k, fk in enumerate(schema["fks"]):
         column = sql.Identifier(f"f{k}")
         columns[fk["child"]].append(

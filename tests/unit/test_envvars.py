@@ -8,7 +8,6 @@ import dotenv
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy.engine import make_url
 
 from testdb.envvars import (
     Target,
@@ -16,16 +15,14 @@ from testdb.envvars import (
     mask_url,
     render_template,
     run_environment,
-    with_driver,
 )
 from testdb.errors import ConfigError
+from testdb.urls import make_url, with_driver
 
 URL = make_url("postgresql://app:s3cr%40t@db.example:6543/p_gw1")
 TARGET = Target(URL, "gw1", "abc123def456", "redis://127.0.0.1:6379/1", 1)
 
-values = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00\r"), max_size=40
-)
+values = st.text(alphabet=st.characters(exclude_categories=["Cs"], exclude_characters="\x00\r"), max_size=40)
 
 
 def test_template_parts() -> None:

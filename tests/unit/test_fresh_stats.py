@@ -3,9 +3,10 @@ from __future__ import annotations
 import pytest
 
 from testdb.errors import NamingError
-from testdb.fresh.pool import FreshPool, PoolSpec, unmarked_clones
+from testdb.fresh.names import unmarked_fresh_clones
+from testdb.fresh.pool import FreshPool, PoolSpec
 from testdb.fresh.stats import PoolStats, percentile
-from testdb.provision import DatabaseRow, Marker
+from testdb.ownership import DatabaseRow, Marker
 
 RUN = "abcdef123456"
 
@@ -68,5 +69,5 @@ def test_unmarked_clones_are_only_this_runs_unmarked_fresh_names() -> None:
         _row("app_f999999_gw0_1", marked=False),
         _row("app_gw0", marked=False),
     ]
-    assert unmarked_clones(rows, "app", RUN) == ["app_fabcdef_gw0_3", "app_fabcdef_gw1_4"]
-    assert unmarked_clones(rows, "app", RUN, {"gw0"}) == ["app_fabcdef_gw0_3"]
+    assert unmarked_fresh_clones(rows, "app", RUN) == ["app_fabcdef_gw0_3", "app_fabcdef_gw1_4"]
+    assert unmarked_fresh_clones(rows, "app", RUN, {"gw0"}) == ["app_fabcdef_gw0_3"]

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from testdb.envvars import mask_url
-from testdb.fresh.pool import FAILED_ROLE
-from testdb.provision import list_databases
+from testdb.fresh.names import FAILED_ROLE
+from testdb.ownership import list_databases
 from testdb.servers.base import ServerInfo, admin_connection
 
 

@@ -15,9 +15,7 @@ SQLAlchemy) is imported and started when the collected tests use a fresh fixture
 from __future__ import annotations
 
 import os
-import pkgutil
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -51,10 +49,11 @@ DEMAND_CACHE_KEY = "testdb/fresh_handouts"  # last run's hand-outs: how many spa
 
 
 def _settings(config: pytest.Config) -> Settings:
+    """The run's settings, as the hooks loaded them (read once per process otherwise)."""
     if _SETTINGS not in config.stash:
-        from testdb.config import load_settings
+        from testdb.fixtures import _settings as run_settings
 
-        config.stash[_SETTINGS] = load_settings(Path.cwd())
+        config.stash[_SETTINGS] = run_settings(config)
     return config.stash[_SETTINGS]
 
 
@@ -221,7 +220,7 @@ def _testdb_fresh_lease(request: pytest.FixtureRequest) -> Iterator[Lease]:
 @pytest.fixture
 def testdb_fresh_url(_testdb_fresh_lease: Lease) -> str:
     """SQLAlchemy URL (``postgresql+psycopg://``) of a fresh database for this test alone."""
-    from testdb.envvars import with_driver
+    from testdb.urls import with_driver
 
     return with_driver(_testdb_fresh_lease.url, "psycopg")
 
@@ -272,12 +271,13 @@ def testdb_fresh_env(
     """
     from dataclasses import replace
 
+    from testdb.fixtures import _cache_clear_hooks
     from testdb.worker import apply_environment, restore_environment, worker_environment
 
     settings = _settings(request.config)
     fresh = replace(testdb_database, target=replace(testdb_database.target, url=_testdb_fresh_lease.url))
     values = worker_environment(fresh, settings)
-    hooks = [_resolve_hook(spec) for spec in settings.pytest.settings_cache_clear]
+    hooks = _cache_clear_hooks(settings)
     saved = apply_environment(os.environ, values)
     for hook in hooks:
         hook()
@@ -295,12 +295,3 @@ def _duration(seconds: float) -> str:
         if seconds >= size and seconds % size == 0:
             return f"{seconds / size:g}{unit}"
     return f"{seconds:g}s"
-
-
-def _resolve_hook(spec: str) -> Callable[[], object]:
-    """``module:attr.attr`` -> the callable (pkgutil.resolve_name does the lookup)."""
-    try:
-        hook: Callable[[], object] = pkgutil.resolve_name(spec)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise pytest.UsageError(f"testdb: pytest.settings_cache_clear entry {spec!r}: {exc}") from None
-    return hook

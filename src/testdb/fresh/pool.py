@@ -35,34 +35,32 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg import sql
-from sqlalchemy.engine import URL
 
 from testdb.envvars import mask_url
 from testdb.errors import NamingError, ServerError, StateError, TestdbError
-from testdb.fresh.stats import PoolStats
-from testdb.naming import MAX_IDENTIFIER_BYTES, RUN_SUFFIX_LEN
-from testdb.provision import (
-    DatabaseRow,
-    Marker,
-    clone_strategy,
-    drop_database,
-    list_databases,
-    set_marker,
-    terminate_sessions,
+from testdb.fresh.names import (
+    FAILED_INFIX,
+    FAILED_ROLE,
+    FRESH_ROLE,
+    fresh_prefix,
+    spare_prefix,
+    unmarked_fresh_clones,
+    worker_of,
 )
-from testdb.servers.base import ServerInfo, admin_connection, pid_alive
+from testdb.fresh.stats import PoolStats
+from testdb.naming import MAX_IDENTIFIER_BYTES
+from testdb.ownership import DatabaseRow, Marker, list_databases, pid_alive, set_marker
+from testdb.provision import clone_strategy, drop_database, terminate_sessions
+from testdb.servers.base import ServerInfo, admin_connection
+from testdb.urls import PgUrl
 
-FRESH_ROLE = "fresh"
-FAILED_ROLE = "failed"
-FAILED_INFIX = "_failed_"
-SPARE_TAG = "s"  # spares are <prefix>_f<run6>_s_<n>: no worker id is "s"
 DISK_SHARE = 0.5  # the run's pools together use at most this share of the server's free disk
 ROOM_FACTOR = 8  # databases a pool may hold (ready + used, not dropped yet), per max_size
 RETRY_S = (0.05, 0.25, 1.0, 3.0)  # backoff for a clone or rename that meets a busy database
@@ -105,7 +103,7 @@ class Lease:
     """A database handed to one test; ``keep_as`` is set when the test failed."""
 
     name: str
-    url: URL
+    url: PgUrl
     keep_as: str | None = None
 
 
@@ -131,6 +129,7 @@ class FreshPool:
         self._numbers = itertools.count()
         self._threads: list[threading.Thread] = []
         self._marker = Marker.for_run(spec.run_id, FRESH_ROLE, spec.prefix, None)
+        self._marker.template = spec.template  # the template is never dropped under its clones
         self._strategy: sql.Composable = sql.SQL("")
 
     # ------------------------------------------------------------ lifecycle
@@ -331,7 +330,7 @@ class FreshPool:
     def _keep(self, lease: Lease, new_name: str) -> None:
         """Rename a failed test's database and give it a lease of its own."""
         marker = self._marker.with_role(FAILED_ROLE)
-        marker.expires = time.time() + self.spec.keep_failed
+        marker.expires, marker.template = time.time() + self.spec.keep_failed, None
         rename = _rename(lease.name, new_name)
         with admin_connection(self.info) as conn:
 
@@ -362,9 +361,9 @@ class FreshPool:
             and _process_gone(row.marker.pid)
         ]
         start = fresh_prefix(self.spec.prefix, self.spec.run_id)
-        dead_workers = {_worker_of(row.name, start) for row in dead}
+        dead_workers = {worker_of(row.name, start) for row in dead}
         names = [row.name for row in dead]
-        names += unmarked_clones(rows, self.spec.prefix, self.spec.run_id, dead_workers)
+        names += unmarked_fresh_clones(rows, self.spec.prefix, self.spec.run_id, dead_workers)
         for name in names:
             drop_database(conn, name)
         self.stats.reclaimed += len(names)
@@ -388,16 +387,6 @@ class FreshPool:
                 hint="free disk space on the server, or use fewer workers",
             )
         return cap
-
-
-def fresh_prefix(prefix: str, run_id: str) -> str:
-    """What every fresh database name of this run starts with."""
-    return f"{prefix}_f{run_id[:RUN_SUFFIX_LEN]}_"
-
-
-def spare_prefix(prefix: str, run_id: str) -> str:
-    """What the controller's spare clones are called before a worker claims one."""
-    return f"{fresh_prefix(prefix, run_id)}{SPARE_TAG}_"
 
 
 def _rename(name: str, new_name: str) -> sql.Composed:
@@ -433,6 +422,7 @@ class Prefill:
 
     def start(self) -> Prefill:
         marker = Marker.for_run(self.spec.run_id, FRESH_ROLE, self.spec.prefix, None)
+        marker.template = self.spec.template
         with admin_connection(self.info) as conn:
             marker.expires = _run_lease(list_databases(conn), self.spec.run_id)
             strategy = clone_strategy(conn)
@@ -473,29 +463,6 @@ class Prefill:
             for name in left:
                 drop_database(conn, name)
         return left
-
-
-def _worker_of(name: str, start: str) -> str:
-    return name[len(start) :].rsplit("_", 1)[0]
-
-
-def unmarked_clones(
-    rows: Sequence[DatabaseRow], prefix: str, run_id: str, workers: Collection[str] | None = None
-) -> list[str]:
-    """This run's fresh clones (of ``workers``, or all) whose marker never landed.
-
-    ``CREATE DATABASE`` runs to its end on the server even when the worker that sent it died
-    before its ``COMMENT``; such a clone is unmarked, but its name carries this run's id (and
-    the dead worker's), which no one else's database does, so it is still ours to drop.
-    """
-    start = fresh_prefix(prefix, run_id)
-    return [
-        row.name
-        for row in rows
-        if row.marker is None
-        and row.name.startswith(start)
-        and (workers is None or _worker_of(row.name, start) in workers)
-    ]
 
 
 def _process_gone(pid: int) -> bool:

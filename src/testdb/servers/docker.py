@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import fcntl
 import getpass
 import hashlib
 import json
@@ -36,25 +35,25 @@ import os
 import re
 import secrets
 import socket
-import time
-from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import platformdirs
-import psycopg
-from sqlalchemy.engine import URL
 
-from testdb.config import Settings
-from testdb.errors import DockerError
-from testdb.provision import is_alive, list_databases, live_lock_keys
-from testdb.servers.base import ServerInfo, pid_alive
+from testdb.errors import DockerError, ServerError
+from testdb.locks import file_lock
+from testdb.ownership import Resource
+from testdb.servers.base import ServerInfo, ServerKind, wait_ready
+from testdb.urls import PgUrl
 
 if TYPE_CHECKING:
     from docker import DockerClient
     from docker.models.containers import Container
 
-KIND = "docker"
+    from testdb.config import Settings
+
+KIND: ServerKind = "docker"
 SUPERUSER = "postgres"
 DATABASE = "postgres"
 PGDATA = "/var/lib/postgresql/data"
@@ -82,9 +81,6 @@ API_TIMEOUT_S = 60
 POLL_S = 0.05
 BIND_ATTEMPTS = 3
 LOG_LINES = 3
-# A container younger than this may still be starting, or be owned by a process on another
-# host that has not taken its liveness lock yet: prune never judges it by reachability.
-ORPHAN_GRACE_S = 120.0
 
 _SEVERITY = re.compile(r"\b(FATAL|PANIC|ERROR|error):")
 # docker-proxy: "listen tcp4 127.0.0.1:5432: bind: address already in use"; the engine's own
@@ -262,8 +258,8 @@ class PostgresContainer:
         return {}
 
     @property
-    def url(self) -> URL:
-        return URL.create(
+    def url(self) -> PgUrl:
+        return PgUrl(
             "postgresql",
             username=SUPERUSER,
             password=self.password,
@@ -287,24 +283,28 @@ class PostgresContainer:
                 f"container {self.short_id} has no published port for {CONTAINER_PORT}",
                 hint="the engine cannot publish ports here (dockerd --bridge=none?); use --server embedded",
             )
-        deadline = time.monotonic() + timeout
-        while not self.answers(connect_timeout=2):
-            self.reload()
-            if self.status not in ("created", "running", "restarting"):
-                code = self.container.attrs.get("State", {}).get("ExitCode")
-                raise DockerError(
-                    f"container {self.short_id} from {self.image} exited during start"
-                    f" (exit code {code}): {self.log_tail()}",
-                    hint="the image must run PostgreSQL and honour POSTGRES_USER/PASSWORD/DB;"
-                    " check docker.image",
-                )
-            if time.monotonic() > deadline:
-                raise DockerError(
-                    f"PostgreSQL in container {self.short_id} did not accept connections"
-                    f" within {timeout:g}s: {self.log_tail()}",
-                    hint="raise docker.start_timeout (TESTDB_DOCKER__START_TIMEOUT) on a slow machine",
-                )
-            time.sleep(POLL_S)
+        try:
+            ready = wait_ready(self.url, timeout, gone=self._exited, poll=POLL_S)
+        except ServerError as exc:
+            raise DockerError(
+                exc.message,
+                hint="the image must run PostgreSQL and honour POSTGRES_USER/PASSWORD/DB; check docker.image",
+            ) from None
+        if not ready:
+            raise DockerError(
+                f"PostgreSQL in container {self.short_id} did not accept connections"
+                f" within {timeout:g}s: {self.log_tail()}",
+                hint="raise docker.start_timeout (TESTDB_DOCKER__START_TIMEOUT) on a slow machine",
+            )
+
+    def _exited(self) -> str | None:
+        """Why the container can no longer come up (it exited), or None while it may."""
+        self.reload()
+        if self.status in ("created", "running", "restarting"):
+            return None
+        code = self.container.attrs.get("State", {}).get("ExitCode")
+        tail = self.log_tail()
+        return f"container {self.short_id} from {self.image} exited during start (exit code {code}): {tail}"
 
     def _start_error(self, exc: BaseException) -> DockerError:
         bind = _BIND_FAILURE.search(str(getattr(exc, "explanation", None) or exc))
@@ -315,22 +315,11 @@ class PostgresContainer:
             )
         return DockerError(f"cannot start container {self.short_id} from {self.image}: {_short(exc)}")
 
-    def answers(self, connect_timeout: int = 2) -> bool:
+    def answers(self) -> bool:
+        """Whether PostgreSQL in it accepts a connection right now."""
         if self.host_port is None or self.password is None:
             return False
-        try:
-            psycopg.connect(
-                host=PUBLISH_HOST,
-                port=self.host_port,
-                user=SUPERUSER,
-                password=self.password,
-                dbname=DATABASE,
-                connect_timeout=connect_timeout,
-                application_name="testdb",
-            ).close()
-        except psycopg.OperationalError:
-            return False
-        return True
+        return wait_ready(self.url, 0)
 
     def log_tail(self, lines: int = LOG_LINES) -> str:
         """The last log lines, led by the last FATAL/ERROR line if that is earlier."""
@@ -366,13 +355,10 @@ class PostgresContainer:
             url=self.url.render_as_string(hide_password=False),
             owned=True,
             reason=reason,
+            keep=self.reuse,
             container_id=self.id,
-            extra={
-                "image": self.image,
-                "config_hash": self.labels.get(LABEL_HASH, ""),
-                "reuse": self.reuse,
-                "docker_host": os.environ.get("DOCKER_HOST"),
-            },
+            image=self.image,
+            docker_host=os.environ.get("DOCKER_HOST"),
         )
 
 
@@ -400,17 +386,9 @@ def _ensure_image(client: DockerClient, image: str, notices: list[str]) -> str:
         ) from None
 
 
-@contextlib.contextmanager
-def _reuse_lock(digest: str) -> Iterator[None]:
+def _reuse_lock(digest: str) -> contextlib.AbstractContextManager[None]:
     """Serialises reuse-or-start on this machine, so two runs do not both start one."""
-    path = Path(platformdirs.user_cache_dir("testdb")) / "docker" / f"reuse-{digest}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return file_lock(Path(platformdirs.user_cache_dir("testdb")) / "docker" / f"reuse-{digest}.lock")
 
 
 def _find_reusable(client: DockerClient, image: str, digest: str) -> PostgresContainer | None:
@@ -528,9 +506,9 @@ def release(info: ServerInfo, *, force: bool = False) -> None:
 
     Only a container that carries testdb's labels is ever removed; one already gone is fine.
     """
-    if not info.container_id or (info.extra.get("reuse") and not force):
+    if not info.container_id or (info.keep and not force):
         return
-    client = _client(info.extra.get("docker_host"))
+    client = _client(info.docker_host)
     try:
         pg = _get(client, info.container_id)
         if pg is not None and is_testdb_container(pg.labels):
@@ -552,88 +530,109 @@ def _labelled(client: DockerClient) -> list[PostgresContainer]:
     return [pg for pg in map(PostgresContainer, found) if is_testdb_container(pg.labels)]
 
 
-def labelled_containers() -> list[dict[str, str]]:
-    """Every container carrying testdb's labels, for ``testdb status``.
+@dataclass(frozen=True)
+class ContainerRow:
+    """One of testdb's containers as ``testdb status`` shows it."""
 
-    Keys: id (short), name, run_id, status, ports, image, reuse ("yes"/"no"), owner
-    ("user@host:pid"), created (ISO 8601). Raises DockerError if no engine answers.
-    """
-    client = _client()
-    try:
-        rows = []
-        for pg in _labelled(client):
-            owner = pg.owner
-            rows.append(
-                {
-                    "id": pg.short_id,
-                    "name": str(pg.container.name),
-                    "run_id": pg.labels.get(LABEL_RUN, ""),
-                    "status": pg.status,
-                    "ports": _addr(pg) if pg.host_port else "",
-                    "image": pg.image,
-                    "reuse": "yes" if pg.reuse else "no",
-                    "owner": f"{owner.get('user', '?')}@{owner.get('host', '?')}:{owner.get('pid', '?')}",
-                    "created": pg.labels.get(LABEL_CREATED, ""),
-                }
-            )
-        return rows
-    finally:
-        client.close()
+    id: str  # short id
+    name: str
+    run_id: str
+    status: str
+    ports: str
+    image: str
+    reuse: bool
+    owner: str  # user@host:pid
+    created: str  # ISO 8601
 
 
-def _has_live_run(pg: PostgresContainer) -> bool | None:
-    """True if a live testdb run uses the server; None if it cannot be reached."""
-    if pg.host_port is None or pg.password is None:
-        return None
-    try:
-        with psycopg.connect(
-            pg.url.render_as_string(hide_password=False), autocommit=True, connect_timeout=2
-        ) as conn:
-            live = live_lock_keys(conn)
-            rows = list_databases(conn)
-    except psycopg.Error:
-        return None
-    now = time.time()
-    return any(row.marker is not None and is_alive(row.marker, live, now) for row in rows)
-
-
-def _is_orphan(pg: PostgresContainer, now: float) -> bool:
-    young = now - pg.created < ORPHAN_GRACE_S
+def _row(pg: PostgresContainer) -> ContainerRow:
     owner = pg.owner
-    local_owner = owner.get("host") == socket.gethostname() and isinstance(owner.get("pid"), int)
-    owner_gone = local_owner and not pid_alive(int(owner["pid"]))
-    if pg.status in ("exited", "dead"):
-        return True
-    if pg.status == "created":  # never started: its owner died between create and start?
-        return owner_gone or not young
-    if pg.status != "running":
-        return False  # paused, restarting, being removed: leave it to its owner
-    if pg.reuse:
-        return not young and not pg.answers()
-    if local_owner and not owner_gone:
-        return False
-    live = _has_live_run(pg)
-    if live is None:  # unreachable
-        return local_owner or not young
-    if live:
-        return False
-    return local_owner or not young
+    return ContainerRow(
+        id=pg.short_id,
+        name=str(pg.container.name),
+        run_id=pg.labels.get(LABEL_RUN, ""),
+        status=pg.status,
+        ports=_addr(pg) if pg.host_port else "",
+        image=pg.image,
+        reuse=pg.reuse,
+        owner=f"{owner.get('user', '?')}@{owner.get('host', '?')}:{owner.get('pid', '?')}",
+        created=pg.labels.get(LABEL_CREATED, ""),
+    )
 
 
-def orphaned_containers() -> list[str]:
-    """Ids of testdb's containers that no live run uses, for ``testdb prune``.
-
-    Dead means: exited (or never started); or, for a per-run container, its owner process
-    is gone from this host and no live testdb run (liveness lock or unexpired lease) has a
-    database on it, or it does not answer; a reuse container only when it does not answer.
-    Containers without testdb's labels are never listed.
-    """
+def labelled_containers() -> list[ContainerRow]:
+    """Every container carrying testdb's labels; raises DockerError if no engine answers."""
     client = _client()
     try:
-        now = time.time()
-        return [pg.id for pg in _labelled(client) if _is_orphan(pg, now)]
+        return [_row(pg) for pg in _labelled(client)]
     finally:
         client.close()
+
+
+_STATUS = {"running": "running", "created": "created", "exited": "exited", "dead": "exited"}
+
+
+def _resource(pg: PostgresContainer) -> Resource | None:
+    """What a container says about itself; None while paused/restarting (its owner's business)."""
+    status = _STATUS.get(pg.status)
+    if status is None:
+        return None
+    owner = pg.owner
+    pid = owner.get("pid")
+    url = pg.url.render_as_string(hide_password=False) if pg.host_port and pg.password else None
+    return Resource(
+        KIND,
+        pg.id,
+        status,  # type: ignore[arg-type]  # values of _STATUS are ResourceStatus literals
+        pg.created,
+        owner_host=owner.get("host"),
+        owner_pid=pid if isinstance(pid, int) else None,
+        kept=pg.reuse,
+        url=url,
+        answers=pg.answers,
+        label=f"docker container {pg.short_id}",
+    )
+
+
+def containers() -> list[Resource]:
+    """testdb's containers on the engine, as facts for the janitor ([] if no engine answers)."""
+    if not engine_answers():
+        return []
+    client = _client()
+    try:
+        return [r for r in map(_resource, _labelled(client)) if r is not None]
+    finally:
+        client.close()
+
+
+class DockerBackend:
+    kind: ServerKind = KIND
+
+    def acquire(self, settings: Settings, run_id: str, notices: list[str]) -> ServerInfo:
+        return acquire(settings, run_id, notices)
+
+    def release(self, info: ServerInfo, *, force: bool = False) -> None:
+        release(info, force=force)
+
+    def detach(self, info: ServerInfo, expires: float | None) -> None:
+        """Nothing to record: a detached run's lease lives in its databases' markers."""
+
+    def describe(self, info: ServerInfo) -> str | None:
+        short = (info.container_id or "")[:12]
+        for row in labelled_containers():
+            if row.id.startswith(short):
+                reuse = "yes" if row.reuse else "no"
+                return f"container: {row.name} {row.status} {row.ports} reuse={reuse}"
+        return f"container: {short} is gone"
+
+    def resources(self) -> list[Resource]:
+        return containers()
+
+    def remove(self, resource: Resource) -> None:
+        remove_container(resource.ident)
+
+
+BACKEND = DockerBackend()
 
 
 def remove_container(container_id: str) -> bool:

@@ -13,7 +13,6 @@ says so once; the cluster lives under a directory that account can reach.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import glob
 import hashlib
 import importlib.util
@@ -27,23 +26,25 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import platformdirs
 import psycopg
-from sqlalchemy.engine import URL
 
-from testdb.config import EmbeddedSettings
 from testdb.errors import EmbeddedError
-from testdb.servers.base import ServerInfo, pid_alive
+from testdb.locks import file_lock
+from testdb.ownership import Resource, pid_alive
+from testdb.servers.base import ServerInfo, ServerKind
+from testdb.urls import PgUrl
 
-KIND = "embedded"
+if TYPE_CHECKING:
+    from testdb.config import EmbeddedSettings, Settings
+
+KIND: ServerKind = "embedded"
 SUPERUSER = "postgres"
 CLUSTER_FILE = "cluster.json"
-ORPHAN_GRACE_S = 600  # a cluster directory without a record is only an orphan after this
 SKELETON_FORMAT = "2"  # bump when initdb options change, so old skeletons are not reused
 SHM = Path("/dev/shm")  # noqa: S108 - RAM-backed on purpose; each cluster dir is private
 SHM_MIN_FREE = 512 * 1024 * 1024
@@ -190,17 +191,6 @@ def _chown_tree(path: Path, user: pwd.struct_passwd | None) -> None:
             os.lchown(os.path.join(root, name), user.pw_uid, user.pw_gid)
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _run_initdb(binaries: Binaries, data_dir: Path, user: pwd.struct_passwd | None) -> None:
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     _chown_tree(data_dir.parent, user)
@@ -238,7 +228,7 @@ def ensure_skeleton(binaries: Binaries, user: pwd.struct_passwd | None, scratch:
     target = skeleton_root() / binaries.key
     if (target / "PG_VERSION").is_file():
         return target
-    with _file_lock(skeleton_root() / f"{binaries.key}.lock"):
+    with file_lock(skeleton_root() / f"{binaries.key}.lock"):
         if (target / "PG_VERSION").is_file():
             return target
         build = scratch / "skeleton"
@@ -274,10 +264,8 @@ class EmbeddedCluster:
         return self.root / "postgres.log"
 
     @property
-    def url(self) -> URL:
-        return URL.create(
-            "postgresql", username=SUPERUSER, host="127.0.0.1", port=self.port, database="postgres"
-        )
+    def url(self) -> PgUrl:
+        return PgUrl("postgresql", username=SUPERUSER, host="127.0.0.1", port=self.port, database="postgres")
 
     def create(self, skeleton: Path | None) -> None:
         """Lay out the data directory: a copy of the skeleton, or a fresh initdb."""
@@ -367,9 +355,10 @@ class EmbeddedCluster:
             url=self.url.render_as_string(hide_password=False),
             owned=True,
             reason=reason,
+            keep=keep,
             pid=self.pid,
             data_dir=str(self.root),
-            extra={"version": self.binaries.version, "keep": keep},
+            version=self.binaries.version,
         )
 
     def stop(self) -> None:
@@ -456,7 +445,7 @@ def acquire(settings: EmbeddedSettings, run_id: str, notices: list[str]) -> Serv
     root_dir.chmod(0o711)  # the server account must traverse it, not list it
     keep = settings.keep
     if keep:
-        with _file_lock(root_dir / f"kept-{binaries.key}.lock"):
+        with file_lock(root_dir / f"kept-{binaries.key}.lock"):
             reused = _reuse_kept(binaries, user)
             if reused is not None:
                 return reused
@@ -495,16 +484,8 @@ def destroy(root: Path) -> None:
 
 def release(info: ServerInfo, *, force: bool = False) -> None:
     """Stop and delete a cluster, unless it is a kept one (and not forced)."""
-    if info.data_dir and (force or not info.extra.get("keep")):
+    if info.data_dir and (force or not info.keep):
         destroy(Path(info.data_dir))
-
-
-def _record_alive(record: dict[str, Any]) -> bool:
-    """Bound to a live owner process, or (detached) within its lease."""
-    if record.get("owner_pid"):
-        return pid_alive(int(record["owner_pid"]))
-    expires = record.get("expires")
-    return expires is None or time.time() < float(expires)
 
 
 def detach(info: ServerInfo, expires: float | None) -> None:
@@ -514,18 +495,61 @@ def detach(info: ServerInfo, expires: float | None) -> None:
     root = Path(info.data_dir)
     record = read_record(root)
     if record is not None:
-        record.update(owner_pid=None, expires=expires)
+        record.update(owner_pid=None, expires=None if record.get("keep") else expires)
         (root / CLUSTER_FILE).write_text(json.dumps(record))
 
 
-def orphaned_clusters() -> list[Path]:
-    """Per-run clusters whose owning process is gone (kept clusters are never orphans)."""
+def _resource(path: Path) -> Resource:
+    """What a cluster directory says about itself (no judgement: the janitor decides)."""
+    record = read_record(path)
+    created = path.stat().st_mtime
+    if record is None:  # still being laid out: the record is written once the server is up
+        return Resource(KIND, str(path), "laying-out", created, label=f"embedded cluster {path}")
+    pid = int(record.get("pid") or 0)
+    running = pid > 0 and _is_our_postmaster(pid, path / "data") and pid_alive(pid)
+    owner_pid = record.get("owner_pid")
+    return Resource(
+        KIND,
+        str(path),
+        "running" if running else "exited",
+        float(record.get("created", created)),
+        owner_host=socket.gethostname() if owner_pid else None,
+        owner_pid=int(owner_pid) if owner_pid else None,
+        expires=record.get("expires"),
+        kept=bool(record.get("keep")),
+        url=f"postgresql://{SUPERUSER}@127.0.0.1:{record.get('port')}/postgres",
+        label=f"embedded cluster {path}",
+    )
+
+
+def clusters() -> list[Resource]:
+    """Every cluster under the runtime root, kept ones included."""
     root = runtime_root()
-    found = []
-    for path in sorted(root.glob("run-*")) if root.is_dir() else []:
-        record = read_record(path)
-        if record is None and time.time() - path.stat().st_mtime < ORPHAN_GRACE_S:
-            continue  # still being laid out: the record is written once the server is up
-        if record is None or not _record_alive(record):
-            found.append(path)
-    return found
+    paths = sorted(root.glob("run-*")) + sorted(root.glob("kept-*")) if root.is_dir() else []
+    return [_resource(path) for path in paths if path.is_dir()]
+
+
+class EmbeddedBackend:
+    kind: ServerKind = KIND
+
+    def acquire(self, settings: Settings, run_id: str, notices: list[str]) -> ServerInfo:
+        return acquire(settings.embedded, run_id, notices)
+
+    def release(self, info: ServerInfo, *, force: bool = False) -> None:
+        release(info, force=force)
+
+    def detach(self, info: ServerInfo, expires: float | None) -> None:
+        detach(info, expires)
+
+    def describe(self, info: ServerInfo) -> str | None:
+        state = "kept" if info.keep else "per run"
+        return f"cluster: {info.data_dir} (PostgreSQL {info.version}, pid {info.pid}, {state})"
+
+    def resources(self) -> list[Resource]:
+        return clusters()
+
+    def remove(self, resource: Resource) -> None:
+        destroy(Path(resource.ident))
+
+
+BACKEND = EmbeddedBackend()

@@ -9,15 +9,16 @@ psycopg's binary wheel may look in a different socket directory than the system'
 from __future__ import annotations
 
 import os
-from typing import Any
-
-import psycopg
-from sqlalchemy.engine import URL
+from typing import TYPE_CHECKING, Any
 
 from testdb.errors import ServerError
-from testdb.servers.base import ServerInfo
+from testdb.servers.base import NoResources, ServerInfo, ServerKind, wait_ready
+from testdb.urls import PgUrl
 
-KIND = "local"
+if TYPE_CHECKING:
+    from testdb.config import Settings
+
+KIND: ServerKind = "local"
 SOCKET_DIRS = ("/var/run/postgresql", "/tmp")  # noqa: S108 - where PostgreSQL puts sockets
 
 
@@ -31,22 +32,14 @@ def _candidates() -> list[dict[str, Any]]:
 
 
 def _tcp_answers(port: int, user: str, password: str | None, dbname: str) -> bool:
-    try:
-        psycopg.connect(
-            host="127.0.0.1",
-            port=port,
-            user=user,
-            password=password or None,
-            dbname=dbname,
-            connect_timeout=2,
-        ).close()
-    except psycopg.OperationalError:
-        return False
-    return True
+    url = PgUrl("postgresql", username=user, password=password, host="127.0.0.1", port=port, database=dbname)
+    return wait_ready(url, 0)
 
 
 def find() -> ServerInfo | None:
     """The first local server that accepts a connection, or None."""
+    import psycopg
+
     for params in _candidates():
         try:
             conn = psycopg.connect(connect_timeout=2, autocommit=True, application_name="testdb", **params)
@@ -66,7 +59,7 @@ def find() -> ServerInfo | None:
         else:
             where = f"{host}:{port}"
         query = {"host": host} if host.startswith("/") else {}
-        url = URL.create(
+        url = PgUrl(
             "postgresql",
             username=user,
             password=password,
@@ -83,15 +76,17 @@ def find() -> ServerInfo | None:
     return None
 
 
-def acquire() -> ServerInfo:
-    info = find()
-    if info is None:
-        raise ServerError(
-            "no local PostgreSQL server answers (tried libpq defaults, sockets and localhost:5432)",
-            hint="start one, set PGHOST/PGPORT, or use --server embedded",
-        )
-    return info
+class LocalBackend(NoResources):
+    kind: ServerKind = KIND
+
+    def acquire(self, settings: Settings, run_id: str, notices: list[str]) -> ServerInfo:
+        info = find()
+        if info is None:
+            raise ServerError(
+                "no local PostgreSQL server answers (tried libpq defaults, sockets and localhost:5432)",
+                hint="start one, set PGHOST/PGPORT, or use --server embedded",
+            )
+        return info
 
 
-def release(info: ServerInfo) -> None:
-    """Nothing to stop: the server is not ours."""
+BACKEND = LocalBackend()

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import os
-
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from typing import TYPE_CHECKING
 
 from testdb.errors import ConfigError
-from testdb.servers.base import ServerInfo, connect
+from testdb.servers.base import NoResources, ServerInfo, ServerKind, connect
+from testdb.urls import PgUrl, make_url
 
-KIND = "url"
+if TYPE_CHECKING:
+    from testdb.config import Settings
+
+KIND: ServerKind = "url"
 URL_VARIABLES = ("TESTDB_URL", "TEST_DATABASE_URL")
 
 
@@ -29,15 +31,9 @@ def given_url(setting: str | None) -> tuple[str, str] | None:
     return None
 
 
-def parse_server_url(text: str) -> URL:
+def parse_server_url(text: str) -> PgUrl:
     """Validate a PostgreSQL URL; errors never echo the password."""
-    try:
-        url = make_url(text)
-    except (ArgumentError, ValueError):
-        raise ConfigError(
-            "malformed database URL",
-            hint="expected postgresql://USER:PASSWORD@HOST:PORT/DATABASE",
-        ) from None
+    url = make_url(text)
     scheme = url.drivername.split("+", 1)[0]
     if scheme not in ("postgresql", "postgres"):
         raise ConfigError(
@@ -54,11 +50,23 @@ def parse_server_url(text: str) -> URL:
     return url.set(drivername="postgresql")
 
 
-def acquire(text: str, source: str) -> ServerInfo:
+def acquire_url(text: str, source: str) -> ServerInfo:
+    """The server ``text`` names, after one real connection proves it answers."""
     url = parse_server_url(text)
     connect(url).close()
     return ServerInfo(kind=KIND, url=url.render_as_string(hide_password=False), reason=f"URL from {source}")
 
 
-def release(info: ServerInfo) -> None:
-    """Nothing to stop: the server is not ours."""
+class UrlBackend(NoResources):
+    kind: ServerKind = KIND
+
+    def acquire(self, settings: Settings, run_id: str, notices: list[str]) -> ServerInfo:
+        given = given_url(settings.url)
+        if not given:
+            raise ConfigError(
+                "--server url needs a URL", hint="pass --url or set TESTDB_URL / TEST_DATABASE_URL"
+            )
+        return acquire_url(*given)
+
+
+BACKEND = UrlBackend()
