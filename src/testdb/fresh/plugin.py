@@ -103,11 +103,11 @@ def pytest_configure(config: pytest.Config) -> None:
     import psycopg
 
     from testdb.errors import TestdbError
-    from testdb.fresh.pool import Prefill
+    from testdb.fresh.pool import ROOM_FACTOR, Prefill
 
     try:
         spec = _spec(config)
-        count = min(demand, spec.workers * spec.max_size)
+        count = min(demand, spec.workers * ROOM_FACTOR * spec.max_size)  # as much as the pools may hold
         config.stash[_PREFILL] = Prefill(spec, count, spec.parallel * spec.workers).start()
     except (TestdbError, psycopg.Error):
         return  # only an optimisation: the workers' pools report real trouble
