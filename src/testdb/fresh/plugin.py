@@ -97,7 +97,7 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     if not getattr(config.option, "numprocesses", None):
         return  # a serial run: its pool starts at collection
-    demand = cache.get(DEMAND_CACHE_KEY, 0)
+    demand = cache.get(_demand_key(config), 0)
     if not isinstance(demand, int) or demand <= 0:
         return
     import psycopg
@@ -171,7 +171,16 @@ def _finish_prefill(config: pytest.Config) -> None:
     per_worker = config.stash.get(_STATS, None)
     cache = getattr(config, "cache", None)
     if per_worker and cache is not None and not hasattr(config, "workerinput"):
-        cache.set(DEMAND_CACHE_KEY, sum(stats.handouts for stats in per_worker.values()))
+        cache.set(_demand_key(config), sum(stats.handouts for stats in per_worker.values()))
+
+
+def _demand_key(config: pytest.Config) -> str:
+    """Demand is remembered per command line: ``pytest tests/unit`` does not inherit the
+    fresh databases a full run used."""
+    import hashlib
+
+    args = "\0".join(config.invocation_params.args)
+    return f"{DEMAND_CACHE_KEY}/{hashlib.sha256(args.encode()).hexdigest()[:12]}"
 
 
 @pytest.hookimpl(optionalhook=True)
