@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import re
+import signal
+import subprocess
+import sys
 import textwrap
 import time
 from collections.abc import Callable
@@ -230,6 +233,53 @@ def test_env_is_restored_after(testdb_url):
 """
     )
     _run(project, "-p", "asyncio", "--dist=loadfile").assert_outcomes(passed=4)
+
+
+def test_prune_after_sigkill_drops_the_pools_databases(
+    project: pytest.Pytester, pg_server: ServerInfo, prefix: str, database_names: Callable[[], set[str]]
+) -> None:
+    out = Path(os.environ["FRESH_OUT"])
+    project.makepyfile(
+        test_hang="""
+import os, pathlib, time
+
+def test_hangs_holding_a_fresh_database(testdb_fresh_url, testdb_worker_id):
+    pathlib.Path(os.environ["FRESH_OUT"], testdb_worker_id).write_text("started")
+    time.sleep(600)
+"""
+    )
+    command = [sys.executable, "-m", "pytest", "-p", "xdist", "-n", "2", "--testdb", "--dist=each"]
+    run = subprocess.Popen(command, cwd=project.path, start_new_session=True, stdout=subprocess.DEVNULL)
+    try:
+        _wait_until(lambda: len(list(out.iterdir())) == 2 and not _cloning(pg_server))
+    finally:
+        os.killpg(run.pid, signal.SIGKILL)  # the controller and its workers: no teardown runs
+        run.wait()
+    pools = {n for n in database_names() if n.startswith(prefix + "_f")}
+    assert len(pools) >= 2  # the killed run's pools outlived it
+    dropped: set[str] = set()
+
+    def pruned() -> bool:  # the run is dead once the server has seen its lock holder go
+        dropped.update(prune_databases(pg_server, prefix=prefix).dropped)
+        return pools <= dropped
+
+    _wait_until(pruned)
+    assert {n for n in database_names() if n.startswith(prefix) and "_tpl_" not in n} == set()
+
+
+def _cloning(info: ServerInfo) -> bool:
+    with admin_connection(info) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query ILIKE 'CREATE DATABASE%'"
+        ).fetchone()
+    return bool(row and row[0])
+
+
+def _wait_until(condition: Callable[[], bool], timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
 
 
 def _url(info: ServerInfo, database: str) -> str:
