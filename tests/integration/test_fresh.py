@@ -235,26 +235,44 @@ def test_env_is_restored_after(testdb_url):
     _run(project, "-p", "asyncio", "--dist=loadfile").assert_outcomes(passed=4)
 
 
-def test_prune_after_sigkill_drops_the_pools_databases(
-    project: pytest.Pytester, pg_server: ServerInfo, prefix: str, database_names: Callable[[], set[str]]
-) -> None:
-    out = Path(os.environ["FRESH_OUT"])
-    project.makepyfile(
-        test_hang="""
+HANG = """
 import os, pathlib, time
 
 def test_hangs_holding_a_fresh_database(testdb_fresh_url, testdb_worker_id):
     pathlib.Path(os.environ["FRESH_OUT"], testdb_worker_id).write_text("started")
     time.sleep(600)
 """
-    )
+
+
+def _hanging_run(project: pytest.Pytester, pg_server: ServerInfo) -> subprocess.Popen[bytes]:
+    """A self-provisioned run whose two workers each hold a fresh database, pools filled."""
+    project.makepyfile(test_hang=HANG)
+    out = Path(os.environ["FRESH_OUT"])
     command = [sys.executable, "-m", "pytest", "-p", "xdist", "-n", "2", "--testdb", "--dist=each"]
     run = subprocess.Popen(command, cwd=project.path, start_new_session=True, stdout=subprocess.DEVNULL)
     try:
         _wait_until(lambda: len(list(out.iterdir())) == 2 and not _cloning(pg_server))
-    finally:
-        os.killpg(run.pid, signal.SIGKILL)  # the controller and its workers: no teardown runs
-        run.wait()
+    except BaseException:
+        os.killpg(run.pid, signal.SIGKILL)
+        raise
+    return run
+
+
+def test_sigint_leaves_nothing_behind(
+    project: pytest.Pytester, pg_server: ServerInfo, prefix: str, database_names: Callable[[], set[str]]
+) -> None:
+    run = _hanging_run(project, pg_server)
+    os.killpg(run.pid, signal.SIGINT)  # Ctrl-C: reaches the controller and its workers
+    run.wait(timeout=120)
+    assert {n for n in database_names() if n.startswith(prefix) and "_tpl_" not in n} == set()
+
+
+def test_prune_after_sigkill_drops_the_pools_databases(
+    project: pytest.Pytester, pg_server: ServerInfo, prefix: str, database_names: Callable[[], set[str]]
+) -> None:
+    run = _hanging_run(project, pg_server)
+    os.killpg(run.pid, signal.SIGKILL)  # the controller and its workers: no teardown runs
+    run.wait()
     pools = {n for n in database_names() if n.startswith(prefix + "_f")}
     assert len(pools) >= 2  # the killed run's pools outlived it
     dropped: set[str] = set()
