@@ -175,11 +175,12 @@ def _finish_prefill(config: pytest.Config) -> None:
 
 
 def _demand_key(config: pytest.Config) -> str:
-    """Demand is remembered per command line: ``pytest tests/unit`` does not inherit the
-    fresh databases a full run used."""
+    """Demand is remembered per selection (paths, ``-k``, ``-m``): ``pytest tests/unit`` does
+    not inherit the fresh databases a full run used."""
     import hashlib
 
-    args = "\0".join(config.invocation_params.args)
+    selection = [*config.args, str(config.option.keyword), str(config.option.markexpr)]
+    args = "\0".join(selection)
     return f"{DEMAND_CACHE_KEY}/{hashlib.sha256(args.encode()).hexdigest()[:12]}"
 
 
