@@ -6,13 +6,16 @@ UV ?= $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: help install demo test test-fast lint bench clean-local
+.PHONY: help install demo test test-django test-fast lint bench clean-local floors wheel-smoke dist
 
 help:
 	@echo "make demo   install, then run the example suite with testdb on an embedded PostgreSQL"
 	@echo "make test   install, then lint and run the whole test suite"
 	@echo "make lint   ruff + mypy --strict"
 	@echo "make bench  benchmarks (bench/), printing ratios against a baseline"
+	@echo "make floors the built wheel, every dependency at its lowest allowed version, in a fresh venv: smoke run"
+	@echo "make wheel-smoke  the same smoke with the newest versions"
+	@echo "make dist   wheel and sdist into dist/"
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -29,8 +32,11 @@ lint: install
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
-test: install lint
+test: install lint test-django
 	$(BIN)/pytest -p xdist -n 2 --dist=loadgroup tests
+
+test-django: install  # examples/django_app: pytest-django on testdb's worker databases
+	cd examples/django_app && ../../$(BIN)/testdb run -n 2 -- ../../$(BIN)/pytest -n 2 -q -p no:cacheprovider
 
 test-fast: install
 	$(BIN)/pytest -x -q tests/unit
@@ -45,5 +51,17 @@ bench: install
 	$(BIN)/python bench/clone_strategy.py --server embedded
 	$(BIN)/python bench/clone_strategy.py --server local
 	$(BIN)/python bench/clean.py
+	$(BIN)/python bench/migrations.py --server local
+	UV=$(UV) $(BIN)/python bench/cli.py
 	$(BIN)/python bench/fresh.py --server embedded
 	$(BIN)/python bench/fresh.py --server local
+
+# Honest dependency floors (scripts/check-floors.sh): about 20 s with a warm uv cache.
+floors: | $(UV)
+	UV=$(UV) PYTHON=$(PYTHON) scripts/check-floors.sh
+
+wheel-smoke: | $(UV)
+	UV=$(UV) PYTHON=$(PYTHON) RESOLUTION=highest scripts/check-floors.sh
+
+dist: | $(UV)
+	$(UV) build --out-dir dist

@@ -7,4 +7,12 @@ functions exported here; see the README for the architecture note.
 from testdb.errors import TestdbError
 
 __all__ = ["TestdbError", "__version__"]
-__version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> str:
+    # The version lives in the distribution's metadata only, read on demand.
+    if name == "__version__":
+        from testdb.entry import version
+
+        return version()
+    raise AttributeError(name)

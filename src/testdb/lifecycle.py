@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from testdb.clean import CleanReport
     from testdb.config import Settings
     from testdb.prune import PruneReport
+    from testdb.template import TemplateHold
 
 
 @dataclass
@@ -86,12 +87,15 @@ def provision(
         reclaim = check_names_free(conn, wanted, run_id, info.default_database)
     drop_databases(info, reclaim)  # left by dead runs: theirs to lose
     marker = Marker.for_run(run_id, "worker", settings.prefix, None if bound else settings.ttl)
-    template = _template(settings, info, run_id, marker, request.root, progress)
     roles = {name: "worker" for name in names.workers.values()}
     if request.serial:
         roles = {names.serial: "serial", **roles}
-    with progress.phase("clones"):
-        clone_databases(info, roles, template, marker)  # type: ignore[arg-type]
+    from testdb.template import TemplateHold
+
+    with TemplateHold(info) as hold:  # nobody drops the template until our clones' markers name it
+        template = _template(settings, info, run_id, marker, request.root, progress, hold)
+        with progress.phase("clones"):
+            clone_databases(info, roles, template, marker)  # type: ignore[arg-type]
     return RunState(
         run_id=run_id,
         prefix=settings.prefix,
@@ -108,7 +112,13 @@ def provision(
 
 
 def _template(
-    settings: Settings, info: ServerInfo, run_id: str, marker: Marker, root: Path, progress: Progress
+    settings: Settings,
+    info: ServerInfo,
+    run_id: str,
+    marker: Marker,
+    root: Path,
+    progress: Progress,
+    hold: TemplateHold,
 ) -> str:
     from testdb.template import ensure_template
 
@@ -120,6 +130,7 @@ def _template(
             marker,
             root,
             lambda srv, db: _template_env(settings, srv, db, run_id),
+            hold,
         )
     progress.template_built = result.built
     progress.template_notice = getattr(result, "notice", None) or ("built" if result.built else "reused")

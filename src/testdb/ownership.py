@@ -52,6 +52,8 @@ class Marker:
     created: float
     expires: float | None = None  # a lease (detached `up`); None = bound to a live process
     template: str | None = None  # the template a clone was made from (never dropped under it)
+    chain: list[str] | None = None  # templates: the applied revisions, "id:digest" (testdb.migrations)
+    used: float | None = None  # templates: last reuse, for keeping the most recently used
 
     @classmethod
     def for_run(cls, run_id: str, role: Role, prefix: str, ttl: float | None) -> Marker:

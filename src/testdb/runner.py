@@ -19,6 +19,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from testdb.childenv import child_environment, child_path
 from testdb.errors import RunError
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -80,7 +81,7 @@ def resolve_workers(value: int | str | None, default: int | None) -> int:
 def check_command(command: Sequence[str]) -> None:
     if not command:
         raise RunError("no command to run", hint="usage: testdb run [-n N] -- COMMAND [ARGS...]")
-    if os.sep not in command[0] and shutil.which(command[0]) is None:
+    if os.sep not in command[0] and shutil.which(command[0], path=child_path(os.environ)) is None:
         raise RunError(f"command not found: {command[0]}", hint="check the command after '--' and your PATH")
 
 
@@ -91,7 +92,7 @@ def run_child(command: Sequence[str], env: Mapping[str, str], grace: float) -> C
         try:
             child = subprocess.Popen(
                 list(command),
-                env={**os.environ, **env},
+                env=child_environment(env),
                 preexec_fn=lambda: _child_signals(old_mask),  # noqa: PLW1509
             )
         except OSError as exc:

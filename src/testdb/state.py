@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import getpass
+import hashlib
 import json
 import os
 import socket
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+import platformdirs
 
 from testdb.errors import StateError
 from testdb.servers.base import ServerInfo
@@ -77,18 +82,48 @@ class RunState:
 
 
 def state_path(state_dir: str | Path) -> Path:
-    return Path(state_dir) / STATE_FILE
+    return usable_state_dir(Path(state_dir)) / STATE_FILE
+
+
+def usable_state_dir(configured: Path) -> Path:
+    """``configured``, or, where it cannot be written (a read-only checkout), a directory of
+    its own in the user's cache, named after it (said once on stderr)."""
+    directory = configured.absolute()
+    if _writable(directory):
+        return directory
+    digest = hashlib.sha256(str(directory).encode()).hexdigest()[:16]
+    fallback = Path(platformdirs.user_cache_dir("testdb")) / "state" / digest
+    _announce_fallback(directory, fallback)
+    return fallback
+
+
+def _writable(directory: Path) -> bool:
+    existing = next(p for p in [directory, *directory.parents] if p.exists())
+    return existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)
+
+
+@functools.cache  # once per process and directory: every state call resolves the path again
+def _announce_fallback(directory: Path, fallback: Path) -> None:
+    sys.stderr.write(f"testdb: {directory} is not writable; keeping this run's state in {fallback}\n")
 
 
 def save_state(state: RunState, state_dir: str | Path) -> Path:
     """Write atomically with mode 0600 (the file is created that way, never widened)."""
     path = state_path(state_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(state.to_json())
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(state.to_json())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise StateError(
+            f"cannot write the state file {path}: {exc.strerror or exc}",
+            hint="set state_dir (TESTDB_STATE_DIR) to a writable directory",
+        ) from None
     return path
 
 

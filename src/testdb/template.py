@@ -2,21 +2,25 @@
 
 The template's name is ``<prefix>_tpl_<hash>``, where the hash covers every schema source
 file, the command and callable strings, the extra ``inputs`` files and the server's major
-version. A matching template (marked as testdb's) is reused; a miss builds one under an
-advisory lock, so concurrent runs build it once. After a successful build, older templates
-of the same prefix are dropped (the newest ``KEEP_TEMPLATES`` stay).
+version; with a migration tool (``schema.alembic`` / ``schema.django``, see
+``testdb.migrations``) it covers the revision chain instead of the migration files. A
+matching template (marked as testdb's) is reused; a miss builds one under an advisory
+lock, so concurrent runs build it once. A chain that extends a cached template's chain
+clones that template and applies only the new revisions.
+
+Cached templates are kept per prefix, most recently used first (``schema.keep_templates``).
+A template is never dropped while a run holds it (``TemplateHold``: a shared advisory lock
+while it clones) or while a live run's databases name it in their markers.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +29,18 @@ from psycopg import sql
 
 from testdb.config import SchemaSettings
 from testdb.errors import SchemaError, first_line
+from testdb.migrations import Chain, load_chain
+from testdb.migrations._process import run_tool
 from testdb.naming import TEMPLATE_INFIX, template_name
-from testdb.ownership import LOCK_NAMESPACE, Marker, list_databases, set_marker
-from testdb.provision import drop_database, terminate_sessions
+from testdb.ownership import LOCK_NAMESPACE, DatabaseRow, Liveness, Marker, list_databases, set_marker
+from testdb.provision import clone_strategy, drop_database, terminate_sessions
 from testdb.resolve import resolve_attr
 from testdb.servers.base import ServerInfo, connect, scrub, server_major_version
 from testdb.urls import libpq_dsn
 
-KEEP_TEMPLATES = 2
 TEMPLATE_FORMAT = "1"  # bump when the way templates are built changes
-OUTPUT_TAIL_LINES = 5
+BUILD_LOCK = LOCK_NAMESPACE + 1  # exclusive while a template is looked up or built
+USE_LOCK = LOCK_NAMESPACE + 2  # shared while a template is cloned; exclusive to drop it
 
 #: Builds the environment a schema command runs with, for the template's URL.
 EnvFactory = Callable[[ServerInfo, str], Mapping[str, str]]
@@ -43,8 +49,48 @@ EnvFactory = Callable[[ServerInfo, str], Mapping[str, str]]
 @dataclass(frozen=True)
 class TemplateResult:
     name: str
-    built: bool
+    built: bool  # built or extended: this run paid for a build
     seconds: float
+    notice: str = ""  # "built", "reused", "extended from <template> (+N revisions)", with why
+
+    @property
+    def extended(self) -> bool:
+        return self.notice.startswith("extended")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the template for this checkout is: its name, and its chain when migration-aware."""
+
+    name: str
+    chain: Chain | None
+
+
+def lock_key(name: str) -> int:
+    """The second advisory-lock key for a template (an int4 from its name)."""
+    return int(hashlib.sha256(name.encode()).hexdigest()[:7], 16)
+
+
+class TemplateHold:
+    """A dedicated session holding shared use-locks on templates until it is closed.
+
+    A run takes one on its template before the build lock is released and keeps it until
+    its clones exist (their markers then name the template), so no cleanup drops the
+    template in between.
+    """
+
+    def __init__(self, info: ServerInfo) -> None:
+        self.conn = connect(info.admin_url)
+
+    def take(self, name: str) -> None:
+        self.conn.execute("SELECT pg_advisory_lock_shared(%s, %s)", (USE_LOCK, lock_key(name)))
+
+    def __enter__(self) -> TemplateHold:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with contextlib.suppress(psycopg.Error):
+            self.conn.close()  # the session's end releases its locks
 
 
 def _expand(patterns: list[str], root: Path) -> list[Path]:
@@ -57,7 +103,7 @@ def _expand(patterns: list[str], root: Path) -> list[Path]:
     return sorted(found)
 
 
-def schema_digest(schema: SchemaSettings, root: Path, server_major: int) -> str:
+def schema_digest(schema: SchemaSettings, root: Path, server_major: int, chain: Chain | None = None) -> str:
     """The cache key: changes whenever anything that shapes the schema changes."""
     digest = hashlib.sha256()
     for part in (TEMPLATE_FORMAT, str(server_major), schema.command or "", schema.callable or ""):
@@ -67,7 +113,31 @@ def schema_digest(schema: SchemaSettings, root: Path, server_major: int) -> str:
             digest.update(str(path.relative_to(root)).encode() + b"\0")
             digest.update(hashlib.sha256(path.read_bytes()).digest())
         digest.update(b"\1")
+    for entry in chain.entries if chain else ():
+        digest.update(entry.encode() + b"\n")
     return digest.hexdigest()
+
+
+def plan_template(
+    conn: psycopg.Connection[Any],
+    info: ServerInfo,
+    prefix: str,
+    schema: SchemaSettings,
+    root: Path,
+    env_for: EnvFactory,
+) -> Plan:
+    """Name (and chain) of the template this checkout needs on this server."""
+    chain = load_chain(schema, root, env_for(info, info.default_database))
+    return Plan(template_name(prefix, schema_digest(schema, root, server_major_version(conn), chain)), chain)
+
+
+@contextlib.contextmanager
+def build_lock(conn: psycopg.Connection[Any], name: str) -> Iterator[None]:
+    conn.execute("SELECT pg_advisory_lock(%s, %s)", (BUILD_LOCK, lock_key(name)))
+    try:
+        yield
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s, %s)", (BUILD_LOCK, lock_key(name)))
 
 
 def ensure_template(
@@ -77,28 +147,30 @@ def ensure_template(
     marker: Marker,
     root: Path,
     env_for: EnvFactory,
+    hold: TemplateHold | None = None,
 ) -> TemplateResult:
-    """The template for this schema: reused if it exists, else built (once, under a lock)."""
+    """The template for this schema: reused, extended from an older one, or built (once, under a lock)."""
     started = time.perf_counter()
     with connect(info.admin_url) as conn:
-        name = template_name(prefix, schema_digest(schema, root, server_major_version(conn)))
-        key = int(hashlib.sha256(name.encode()).hexdigest()[:7], 16)
-        conn.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_NAMESPACE + 1, key))
-        try:
-            if _usable(conn, name):
-                terminate_sessions(conn, name)
-                return TemplateResult(name, False, time.perf_counter() - started)
-            _build(conn, info, name, schema, marker, root, env_for)
-            _drop_stale(conn, prefix, name)
-        finally:
-            conn.execute("SELECT pg_advisory_unlock(%s, %s)", (LOCK_NAMESPACE + 1, key))
-    return TemplateResult(name, True, time.perf_counter() - started)
+        plan = plan_template(conn, info, prefix, schema, root, env_for)
+        with build_lock(conn, plan.name):
+            if hold is not None:  # before looking: a template we see is one nobody may drop now
+                hold.take(plan.name)
+            rows = list_databases(conn)
+            if usable(conn, rows, plan.name):
+                terminate_sessions(conn, plan.name)
+                return TemplateResult(plan.name, False, time.perf_counter() - started, "reused")
+            notice = _make(conn, info, plan, rows, schema, marker, root, env_for)
+            drop_stale(conn, prefix, plan.name, schema.keep_templates)
+    return TemplateResult(plan.name, True, time.perf_counter() - started, notice)
 
 
-def _usable(conn: psycopg.Connection[Any], name: str) -> bool:
-    for row in list_databases(conn):
+def usable(conn: psycopg.Connection[Any], rows: list[DatabaseRow], name: str) -> bool:
+    for row in rows:
         if row.name == name:
             if row.marker is not None and row.marker.role == "template":
+                with contextlib.suppress(psycopg.Error):  # recency for the LRU; not worth failing over
+                    set_marker(conn, name, replace(row.marker, used=time.time()))
                 return True
             if row.marker is not None:  # a build that died half-way: we hold the lock, so redo it
                 drop_database(conn, name)
@@ -109,38 +181,150 @@ def _usable(conn: psycopg.Connection[Any], name: str) -> bool:
     return False
 
 
+def _make(
+    conn: psycopg.Connection[Any],
+    info: ServerInfo,
+    plan: Plan,
+    rows: list[DatabaseRow],
+    schema: SchemaSettings,
+    marker: Marker,
+    root: Path,
+    env_for: EnvFactory,
+) -> str:
+    """Extend the best older template if the chain allows it, else build; the notice."""
+    source, why = extension_source(rows, plan, marker.prefix)
+    if source is not None and plan.chain is not None:
+        added = len(plan.chain.revisions) - (len(source.marker.chain or ()) - 1 if source.marker else 0)
+        if _extend(conn, info, plan, source.name, marker, root, env_for):
+            return f"extended from {source.name} (+{added} revisions)"
+        why = f"{source.name} was dropped while we were about to clone it"
+    _build(conn, info, plan, schema, marker, root, env_for)
+    return f"built ({why})" if why else "built"
+
+
+def extension_source(rows: list[DatabaseRow], plan: Plan, prefix: str) -> tuple[DatabaseRow | None, str]:
+    """The cached template whose revisions are all in ``plan``'s chain, the most of them.
+
+    None with the reason when a cached template of the same base exists but cannot be
+    extended (an applied revision was edited, or the graph is not an extension).
+    """
+    if plan.chain is None:
+        return None, ""
+    wanted = dict(entry.split(":", 1) for entry in plan.chain.entries[1:])
+    best: DatabaseRow | None = None
+    why = ""
+    for row in sorted(_templates(rows, prefix), key=_recency, reverse=True):
+        chain = row.marker.chain if row.marker else None
+        if not chain or chain[0] != plan.chain.entries[0]:
+            continue
+        problem = _not_extended_by(dict(e.split(":", 1) for e in chain[1:]), wanted, row.name)
+        if problem:
+            why = why or problem
+        elif best is None or len(chain) > len(best.marker.chain or ()):  # type: ignore[union-attr]
+            best = row
+    return best, "" if best else why
+
+
+def _not_extended_by(applied: dict[str, str], wanted: dict[str, str], name: str) -> str:
+    for revision, digest in applied.items():
+        if revision not in wanted:
+            return f"{name} has revision {revision}, which is not in the current graph"
+        if wanted[revision] != digest:
+            return f"revision {revision} was edited after {name} applied it"
+    return ""
+
+
+def _templates(rows: list[DatabaseRow], prefix: str) -> list[DatabaseRow]:
+    return [
+        row
+        for row in rows
+        if row.name.startswith(prefix + TEMPLATE_INFIX)
+        and row.marker is not None
+        and row.marker.role == "template"
+        and row.marker.prefix == prefix
+    ]
+
+
+def _recency(row: DatabaseRow) -> float:
+    return (row.marker.used or row.marker.created) if row.marker else 0.0
+
+
+def seal_template(conn: psycopg.Connection[Any], name: str, marker: Marker, plan: Plan) -> None:
+    """Make ``name`` a template: nobody may connect (a stray session makes every clone fail
+    with "source database is being accessed by other users"), then mark it."""
+    conn.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(sql.Identifier(name)))
+    terminate_sessions(conn, name)
+    chain = plan.chain.entries if plan.chain else None
+    set_marker(conn, name, replace(marker, role="template", chain=chain, used=time.time()))
+
+
+def _extend(
+    conn: psycopg.Connection[Any],
+    info: ServerInfo,
+    plan: Plan,
+    source: str,
+    marker: Marker,
+    root: Path,
+    env_for: EnvFactory,
+) -> bool:
+    """Clone ``source`` into the new template and upgrade only the clone; False if ``source`` went away."""
+    assert plan.chain is not None
+    key = lock_key(source)
+    row = conn.execute("SELECT pg_try_advisory_lock_shared(%s, %s)", (USE_LOCK, key)).fetchone()
+    if not row or not row[0]:
+        return False
+    try:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}{}").format(
+                sql.Identifier(plan.name), sql.Identifier(source), clone_strategy(conn)
+            )
+        )
+    except psycopg.errors.InvalidCatalogName:
+        return False
+    finally:
+        conn.execute("SELECT pg_advisory_unlock_shared(%s, %s)", (USE_LOCK, key))
+    with _dropped_on_failure(conn, plan.name):
+        set_marker(conn, plan.name, replace(marker, role="building", template=source))
+        url = info.database_url(plan.name).set(drivername="postgresql+psycopg")
+        plan.chain.upgrade(url.render_as_string(hide_password=False), env_for(info, plan.name), root)
+        seal_template(conn, plan.name, marker, plan)
+    return True
+
+
+@contextlib.contextmanager
+def _dropped_on_failure(conn: psycopg.Connection[Any], name: str) -> Iterator[None]:
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(psycopg.Error):
+            drop_database(conn, name)
+        raise
+
+
 def _build(
     conn: psycopg.Connection[Any],
     info: ServerInfo,
-    name: str,
+    plan: Plan,
     schema: SchemaSettings,
     marker: Marker,
     root: Path,
     env_for: EnvFactory,
 ) -> None:
-    try:
+    name = plan.name
+    with _dropped_on_failure(conn, name):
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         set_marker(conn, name, marker.with_role("building"))
         url = info.database_url(name)
+        psycopg_url = url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
         for path in _expand(schema.sql, root):
             _run_sql_file(libpq_dsn(url), path, root)
-        if schema.command:
-            _run_command(schema.command, env_for(info, name), root)
+        if plan.chain is not None:
+            plan.chain.upgrade(psycopg_url, env_for(info, name), root)
+        elif schema.command:
+            run_tool(schema.command, env_for(info, name), root, f"schema command {schema.command!r}")
         if schema.callable:
-            _run_callable(
-                schema.callable,
-                url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False),
-                root,
-            )
-        # Nobody may connect to a template: a stray session makes every clone fail with
-        # "source database is being accessed by other users".
-        conn.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(sql.Identifier(name)))
-        terminate_sessions(conn, name)
-        set_marker(conn, name, marker.with_role("template"))
-    except BaseException:
-        with contextlib.suppress(psycopg.Error):
-            drop_database(conn, name)
-        raise
+            _run_callable(schema.callable, psycopg_url, root)
+        seal_template(conn, name, marker, plan)
 
 
 def _run_sql_file(dsn: str, path: Path, root: Path) -> None:
@@ -156,22 +340,6 @@ def _run_sql_file(dsn: str, path: Path, root: Path) -> None:
                 line = text.splitlines()[line_no - 1].strip()
                 where += f":{line_no}: {line[:120]}"
             raise SchemaError(f"schema SQL failed at {where}: {exc.diag.message_primary or exc}") from None
-
-
-def _run_command(command: str, env: Mapping[str, str], root: Path) -> None:
-    result = subprocess.run(  # noqa: S602 - the user's configured shell command, by design
-        command,
-        shell=True,
-        cwd=root,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        output = (result.stdout + result.stderr).strip().splitlines()[-OUTPUT_TAIL_LINES:]
-        tail = " | ".join(line.strip() for line in output) or "(no output)"
-        raise SchemaError(f"schema command {command!r} exited with {result.returncode}: {tail}")
 
 
 def _run_callable(spec: str, url: str, root: Path) -> None:
@@ -192,18 +360,29 @@ def _run_callable(spec: str, url: str, root: Path) -> None:
         ) from None
 
 
-def _drop_stale(conn: psycopg.Connection[Any], prefix: str, current: str) -> None:
-    rows = [
-        row
-        for row in list_databases(conn)
-        if row.name.startswith(prefix + TEMPLATE_INFIX)
-        and row.name != current
-        and row.marker is not None
-        and row.marker.role == "template"
-        and row.marker.prefix == prefix
-        and row.connections == 0
-    ]
-    rows.sort(key=lambda row: row.marker.created if row.marker else 0, reverse=True)
-    for row in rows[KEEP_TEMPLATES - 1 :]:
-        with contextlib.suppress(psycopg.Error):
-            drop_database(conn, row.name)
+def drop_stale(conn: psycopg.Connection[Any], prefix: str, current: str, keep: int) -> list[str]:
+    """Drop this prefix's templates beyond the ``keep`` most recently used; the names dropped.
+
+    Skipped: a template with sessions, one a live run's databases name in their markers,
+    and one whose use-lock someone holds (a run cloning from it right now).
+    """
+    rows = list_databases(conn)
+    live = Liveness.read(conn)
+    in_use = {r.marker.template for r in rows if r.marker and r.marker.template and live.alive(r.marker)}
+    ranked = sorted(_templates(rows, prefix), key=lambda r: (r.name == current, _recency(r)), reverse=True)
+    dropped = []
+    for row in ranked[keep:]:
+        if row.connections or row.name in in_use or not _try_use_lock(conn, row.name):
+            continue
+        try:
+            with contextlib.suppress(psycopg.Error):
+                drop_database(conn, row.name)
+                dropped.append(row.name)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s, %s)", (USE_LOCK, lock_key(row.name)))
+    return dropped
+
+
+def _try_use_lock(conn: psycopg.Connection[Any], name: str) -> bool:
+    row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (USE_LOCK, lock_key(name))).fetchone()
+    return bool(row and row[0])

@@ -17,6 +17,7 @@ import importlib.util
 import json
 import os
 import pwd
+import re
 import shutil
 import socket
 import subprocess
@@ -27,6 +28,8 @@ from typing import Any
 
 import psycopg
 import pytest
+
+from testdb.servers.reachable import reachable_bin_dir
 
 from ._cli import Cli, Result, run, wait_for
 from ._db import ADMIN_PASSWORD, LOCAL, PREEXISTING, database_names, drop_prefixed, new_prefix
@@ -111,6 +114,13 @@ def _server_bin_dir() -> Path | None:
     return next((d for d in candidates if (d / "initdb").is_file() and (d / "postgres").is_file()), None)
 
 
+def _server_version(bin_dir: Path) -> str:
+    out = subprocess.run([str(bin_dir / "postgres"), "--version"], capture_output=True, text=True, check=True)
+    found = re.search(r"(\d+(?:\.\d+)?)", out.stdout)
+    assert found, out.stdout
+    return found.group(1)
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -136,6 +146,8 @@ def password_server() -> Iterator[int]:
             user = pwd.getpwnam("postgres")
         except KeyError:
             pytest.skip("running as root and no 'postgres' account to run a server as")
+    if user is not None:  # a venv under a 0700 directory: the copy testdb itself would use
+        bin_dir, _copied = reachable_bin_dir(bin_dir, _server_version(bin_dir), user)
     root = Path(tempfile.mkdtemp(prefix="testdb-e2e-pwserver-"))
     try:
         (root / "pw").write_text(ADMIN_PASSWORD + "\n")

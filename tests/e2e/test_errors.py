@@ -154,7 +154,7 @@ CASES = [
         "embedded-without-binaries",
         ("up", "--prefix", "{p}", "--server", "embedded"),
         says="binaries",
-        hint="pip install 'testdb[embedded]'",
+        hint="pip install 'pytest-testdb[embedded]'",
         env={"TESTDB_EMBEDDED__BIN_DIR": "/nonexistent"},
     ),
 ]

@@ -15,6 +15,8 @@ import pytest
 
 from ._cli import child_env
 
+pytest_plugins = ["pytester"]
+
 HEAVY = ("sqlalchemy", "pydantic", "pydantic_settings", "psycopg", "docker")
 REPORT = """
 import atexit, json, sys

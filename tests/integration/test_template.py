@@ -176,13 +176,13 @@ def test_callable_builds_the_template(make_settings: Callable[..., Settings], pr
     lifecycle.teardown(state)
 
 
-def test_stale_templates_are_dropped_after_a_build(
+def test_templates_beyond_keep_templates_are_dropped_after_a_build(
     make_settings: Callable[..., Settings], project: Path, prefix: str, database_names: Callable[[], set[str]]
 ) -> None:
     templates = []
     for version in range(4):
         (project / "db" / "schema.sql").write_text(f"CREATE TABLE v{version} (id int);\n")
-        state, _ = _up(_sql_settings(make_settings), project, workers=1)
+        state, _ = _up(_sql_settings(make_settings, keep_templates=2), project, workers=1)
         templates.append(state.template)
         lifecycle.teardown(state)
     remaining = {name for name in database_names() if name.startswith(f"{prefix}_tpl_")}

