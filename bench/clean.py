@@ -53,6 +53,7 @@ sys.path.insert(0, str(HERE))
 from bench_schema import build_metadata  # noqa: E402
 
 from testdb import clean  # noqa: E402
+from testdb.clean.catalog import catalog_query  # noqa: E402
 from testdb.config import EmbeddedSettings  # noqa: E402
 from testdb.servers import embedded, local  # noqa: E402
 from testdb.servers.base import ServerInfo, admin_connection, connect  # noqa: E402
@@ -125,7 +126,8 @@ class Database:
     def __init__(self, info: ServerInfo, name: str, tables: int) -> None:
         self.tables = tables
         self.url = info.database_url(name)
-        self.engine: Engine = create_engine(self.url.set(drivername="postgresql+psycopg"))
+        sa_url = self.url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+        self.engine: Engine = create_engine(sa_url)
         build_metadata(tables).create_all(self.engine)
         self.conn: Conn = connect(self.url)  # the one every method resets through
         # The tables are dirtied through another session, as an application under test
@@ -214,12 +216,53 @@ def ordering_times(db: Database, repeat: int) -> dict[str, float]:
         return statistics.median(samples) * 1000
 
     edges = len(clean.load_plan(db.conn, []).edges)
+    query = catalog_query(db.conn.info.server_version)
     return {
-        "catalog_query_ms": median_ms(lambda: db.conn.execute(clean._CATALOG_QUERY).fetchall()),
+        "catalog_query_ms": median_ms(lambda: db.conn.execute(query).fetchall()),
         "load_plan_ms": median_ms(lambda: clean.load_plan(db.conn, [])),
         "reflect_sort_ms": median_ms(lambda: seed_order(db.engine), times=min(5, repeat)),
         "fk_edges": edges,
     }
+
+
+WRITES = 1000  # the write-heavy test: single-row INSERTs, each its own statement
+WRITE_ROUNDS = 15
+
+
+def write_heavy(db: Database) -> dict[str, float]:
+    """What testdb's change signal costs the writes it watches.
+
+    A write-heavy test: WRITES single-row INSERTs, one statement each, in one transaction,
+    through a session of its own, into a table added beside the schema. "plain": right
+    after a TRUNCATE of that table (new, empty files: no trace of testdb). "testdb": after
+    a testdb reset of the previous round's rows (the EXISTS probe adds nothing on the write
+    path; what remains is the table's state after a DELETE). Rounds alternate; min and
+    median ms of each.
+    """
+    db.conn.execute("CREATE TABLE bench_writes (id int PRIMARY KEY, name text NOT NULL)")
+    plan = clean.load_plan(db.conn, ["alembic_version"])
+    samples: dict[str, list[float]] = {"plain": [], "testdb": []}
+    with connect(db.url) as writer:
+        for _ in range(WRITE_ROUNDS):
+            for kind, times in samples.items():
+                if kind == "plain":
+                    db.conn.execute("TRUNCATE bench_writes")
+                else:
+                    clean.reset(db.conn, plan, "auto")
+                started = time.perf_counter()
+                with writer.transaction():
+                    for i in range(WRITES):
+                        writer.execute("INSERT INTO bench_writes (id, name) VALUES (%s, 'w')", (i,))
+                times.append(time.perf_counter() - started)
+    db.conn.execute("DROP TABLE bench_writes")
+    result = {
+        f"{kind}_{stat.__name__}_ms": stat(times) * 1000
+        for kind, times in samples.items()
+        for stat in (min, statistics.median)
+    }
+    result["overhead_pct_min"] = (result["testdb_min_ms"] / result["plain_min_ms"] - 1) * 100
+    result["overhead_pct_median"] = (result["testdb_median_ms"] / result["plain_median_ms"] - 1) * 100
+    return result
 
 
 def version_of(info: ServerInfo) -> str:
@@ -242,6 +285,7 @@ def main() -> None:
     prefix = f"testdb_bench_clean_{secrets.token_hex(3)}"
     results: dict[tuple[int, str], dict[str, list[float]]] = {}
     ordering: dict[str, float] = {}
+    writes: dict[str, float] = {}
     started = time.perf_counter()
     with server(args.server) as info:
         version = version_of(info)
@@ -266,6 +310,9 @@ def main() -> None:
                     }
                 if n == max(SHAPES):
                     ordering = ordering_times(db, args.repeat)
+                if n == min(SHAPES):
+                    console.log(f"{n} tables, write-heavy test ({WRITES} single-row INSERTs)")
+                    writes = write_heavy(db)
         finally:
             for db in databases:
                 db.close()
@@ -302,6 +349,12 @@ def main() -> None:
         f" {ordering['load_plan_ms']:.2f} ms (medians of {args.repeat}), SQLAlchemy reflect + sort"
         f" {ordering['reflect_sort_ms']:.1f} ms; total run {total:.0f} s"
     )
+    console.print(
+        f"write-heavy test, {WRITES} single-row INSERTs (min / median of {WRITE_ROUNDS}): after TRUNCATE"
+        f" {writes['plain_min_ms']:.1f} / {writes['plain_median_ms']:.1f} ms, after a testdb reset"
+        f" {writes['testdb_min_ms']:.1f} / {writes['testdb_median_ms']:.1f} ms"
+        f" ({writes['overhead_pct_min']:+.1f}% / {writes['overhead_pct_median']:+.1f}%)"
+    )
 
     def med(n: int, case: str, method: str) -> float:
         return statistics.median(results[(n, case)][method])
@@ -326,6 +379,7 @@ def main() -> None:
                 "resets": {
                     f"{n}/{case}": {m: len(v) for m, v in r.items()} for (n, case), r in results.items()
                 },
+                "write_heavy": {k: round(v, 2) for k, v in writes.items()},
                 "machine": machine,
             }
         )

@@ -368,6 +368,8 @@ def _print_prune(report: PruneReport, dry_run: bool) -> None:
         sys.stdout.write(f"{name}\n")
     for row in report.busy:
         _say(f"testdb: skipped {row.name}: {row.connections} open connection(s) (use --force)")
+    for row in report.not_owned:
+        _say(f"testdb: skipped {row.name}: owned by another role (only its owner or a superuser may drop it)")
     _say(f"testdb: {verb} {len(report.dropped)} databases of dead runs on {report.server.kind} server")
 
 
@@ -453,6 +455,8 @@ def _server_hint(exc: Exception) -> str:
     import psycopg
 
     if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+        if "must be owner" in str(exc):
+            return "only the owner of that object (or a superuser) may do that: connect as its owner"
         return "the role needs CREATEDB (and to own what testdb drops); use a role that has it"
     if isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
         return "the server or session is read-only (a replica, or default_transaction_read_only)"

@@ -297,9 +297,12 @@ def down(settings: Settings, *, stop_server: bool = False, templates: bool = Fal
         )
     stops = state.server.owned and (stop_server or not state.server.keep)
     with shielded():
-        # Templates of a server that is about to be stopped go with it.
-        dropped_templates = drop_templates(state.server, state.prefix) if templates and not stops else []
-        dropped = teardown(state, stop_server=stop_server)
+        try:
+            dropped = drop_run_databases(state)  # first: its markers hold the template in use
+            # Templates of a server that is about to be stopped go with it.
+            dropped_templates = drop_templates(state.server, state.prefix) if templates and not stops else []
+        finally:
+            release_server(state.server, force=stop_server)
         remove_state(settings.state_dir)
     return DownReport(dropped, dropped_templates, stops)
 
@@ -520,19 +523,11 @@ def require_server(state: RunState) -> None:
 
 
 def drop_templates(info: ServerInfo, prefix: str) -> list[str]:
-    """Drop the cached schema templates of ``prefix`` that no one is cloning from."""
+    """Drop the cached schema templates of ``prefix`` that no live run holds or clones from."""
+    from testdb.template import drop_stale
+
     with admin_connection(info) as conn:
-        names = [
-            row.name
-            for row in list_databases(conn)
-            if row.marker is not None
-            and row.marker.role == "template"
-            and row.marker.prefix == prefix
-            and row.connections == 0
-            and not is_protected(row.name, info.default_database)
-        ]
-    drop_databases(info, names)
-    return names
+        return drop_stale(conn, prefix, "", keep=0)
 
 
 def bound_run_alive(state: RunState) -> bool:

@@ -186,9 +186,19 @@ def clone_databases(info: ServerInfo, names: dict[str, Role], template: str, mar
                     drop_database(conns[0], name)
             if isinstance(exc, psycopg.OperationalError):
                 raise connection_error(info.admin_url, exc) from None
+            if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+                raise missing_createdb(conns[0].info.user, exc) from None
             if isinstance(exc, psycopg.Error):
                 raise ServerError(f"creating databases failed: {exc.diag.message_primary or exc}") from None
             raise
+
+
+def missing_createdb(role: str, exc: psycopg.Error) -> ServerError:
+    """The one-line refusal when ``role`` may not create databases, naming the grant."""
+    return ServerError(
+        f"role {role!r} lacks CREATEDB: {exc.diag.message_primary or exc}",
+        hint=f"{role} lacks CREATEDB: a superuser grants it with ALTER ROLE {role} CREATEDB",
+    )
 
 
 def connection_budget(conn: psycopg.Connection[Any], workers: int, headroom: int) -> tuple[int, int]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from testdb.errors import ServerError
 from testdb.naming import is_protected
@@ -24,13 +24,19 @@ from testdb.servers.base import SERVER_KINDS, ServerInfo, ServerKind, admin_conn
 from testdb.urls import make_url
 
 if TYPE_CHECKING:
+    import psycopg
+
     from testdb.config import Settings
+
+if TYPE_CHECKING:
+    import psycopg
 
 
 @dataclass
 class PruneReport:
     dropped: list[str] = field(default_factory=list)
     busy: list[DatabaseRow] = field(default_factory=list)
+    not_owned: list[DatabaseRow] = field(default_factory=list)  # another role's: DROP would be refused
     servers: list[Resource] = field(default_factory=list)  # embedded clusters, containers
     server: ServerInfo | None = None  # where databases were looked for (None: no server)
 
@@ -70,14 +76,36 @@ def prune_databases(
     report = PruneReport(server=info)
     rows = dead_databases(info, prefix, templates)
     with admin_connection(info) as conn:
+        droppable = _droppable(conn)
         for row in rows:
+            if row.name not in droppable:
+                report.not_owned.append(row)
+                continue
             if row.connections and not force:
                 report.busy.append(row)
                 continue
-            if not dry_run:
-                drop_database(conn, row.name)
+            if not dry_run and not _drop(conn, row):
+                report.busy.append(row)  # a template a live run is cloning from right now
+                continue
             report.dropped.append(row.name)
     return report
+
+
+def _drop(conn: psycopg.Connection[Any], row: DatabaseRow) -> bool:
+    if row.marker is not None and row.marker.role == "template":
+        from testdb.template import drop_unused
+
+        return drop_unused(conn, row)
+    drop_database(conn, row.name)
+    return True
+
+
+def _droppable(conn: psycopg.Connection[Any]) -> set[str]:
+    """Databases the connected role may drop: those it owns, through membership too (a
+    superuser owns everything). A LOGIN CREATEDB role on a shared server sees other roles'
+    dead runs, and must leave them to their owners rather than fail on them."""
+    rows = conn.execute("SELECT datname FROM pg_catalog.pg_database WHERE pg_has_role(datdba, 'USAGE')")
+    return {str(name) for (name,) in rows.fetchall()}
 
 
 def orphaned_servers() -> list[Resource]:

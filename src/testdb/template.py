@@ -33,7 +33,7 @@ from testdb.migrations import Chain, load_chain
 from testdb.migrations._process import run_tool
 from testdb.naming import TEMPLATE_INFIX, template_name
 from testdb.ownership import LOCK_NAMESPACE, DatabaseRow, Liveness, Marker, list_databases, set_marker
-from testdb.provision import clone_strategy, drop_database, terminate_sessions
+from testdb.provision import clone_strategy, drop_database, missing_createdb, terminate_sessions
 from testdb.resolve import resolve_attr
 from testdb.servers.base import ServerInfo, connect, scrub, server_major_version
 from testdb.urls import libpq_dsn
@@ -312,7 +312,10 @@ def _build(
 ) -> None:
     name = plan.name
     with _dropped_on_failure(conn, name):
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        try:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise missing_createdb(conn.info.user, exc) from None
         set_marker(conn, name, marker.with_role("building"))
         url = info.database_url(name)
         psycopg_url = url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
@@ -370,17 +373,20 @@ def drop_stale(conn: psycopg.Connection[Any], prefix: str, current: str, keep: i
     live = Liveness.read(conn)
     in_use = {r.marker.template for r in rows if r.marker and r.marker.template and live.alive(r.marker)}
     ranked = sorted(_templates(rows, prefix), key=lambda r: (r.name == current, _recency(r)), reverse=True)
-    dropped = []
-    for row in ranked[keep:]:
-        if row.connections or row.name in in_use or not _try_use_lock(conn, row.name):
-            continue
-        try:
-            with contextlib.suppress(psycopg.Error):
-                drop_database(conn, row.name)
-                dropped.append(row.name)
-        finally:
-            conn.execute("SELECT pg_advisory_unlock(%s, %s)", (USE_LOCK, lock_key(row.name)))
-    return dropped
+    return [row.name for row in ranked[keep:] if row.name not in in_use and drop_unused(conn, row)]
+
+
+def drop_unused(conn: psycopg.Connection[Any], row: DatabaseRow) -> bool:
+    """Drop a template nobody holds (no sessions, no run cloning from it); whether it went."""
+    if row.connections or not _try_use_lock(conn, row.name):
+        return False
+    try:
+        with contextlib.suppress(psycopg.Error):
+            drop_database(conn, row.name)
+            return True
+        return False
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s, %s)", (USE_LOCK, lock_key(row.name)))
 
 
 def _try_use_lock(conn: psycopg.Connection[Any], name: str) -> bool:

@@ -364,7 +364,7 @@ def test_dropped_table_makes_the_plan_reload(db: psycopg.Connection[Any]) -> Non
 
 
 def test_do_block_fallback_empties_every_table(db: psycopg.Connection[Any]) -> None:
-    clean._no_temp.add(db)  # as when the role may not create temporary functions
+    clean.Cleaner.of(db).use_temp = False  # as when the role may not create temporary functions
     report = clean.clean_connection(db, _settings(strategy="auto"))
     assert sorted(report.emptied) == sorted(CLEANED)
     assert sum(_every_table_row_counts(db).values()) == 3
@@ -498,3 +498,45 @@ def test_auto_deletes_instead_when_a_truncate_would_wait(
     assert "public.audit_log" in report.emptied
     assert "public.audit_log" not in report.truncated
     assert _rows(db, "audit_log") == 0
+
+
+# --- skipping foreign-key checks after a heavy reset ----------------------------------------
+
+
+def _superuser(conn: psycopg.Connection[Any]) -> bool:
+    return conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone() == (True,)
+
+
+def test_reset_after_a_heavy_one_skips_foreign_key_checks(db: psycopg.Connection[Any]) -> None:
+    if not _superuser(db):
+        pytest.skip("needs a role that may SET session_replication_role")
+    heavy = "INSERT INTO employees (name) SELECT 'e' || g FROM generate_series(1, 2000) g"
+    db.execute(heavy)
+    first = clean.clean_connection(db, _settings(strategy="delete"))
+    db.execute(heavy)
+    second = clean.clean_connection(db, _settings(strategy="delete"))
+    assert (first.fk_checks_skipped, second.fk_checks_skipped) == (False, True)
+    assert sum(_every_table_row_counts(db).values()) == 3  # the kept rows
+
+
+def test_light_resets_keep_foreign_key_checks(db: psycopg.Connection[Any]) -> None:
+    clean.clean_connection(db, _settings(reset_sequences=True))
+    db.execute(FILL)
+    assert not clean.clean_connection(db, _settings()).fk_checks_skipped
+
+
+def test_foreign_keys_are_enforced_again_after_a_reset_that_skipped_them(db: psycopg.Connection[Any]) -> None:
+    plan = clean.load_plan(db, KEEP)
+    report = clean.reset(db, plan, "delete", skip_fk_checks=True)
+    assert report.fk_checks_skipped == plan.fk_checks_skippable
+    with pytest.raises(psycopg.errors.ForeignKeyViolation):
+        db.execute("INSERT INTO books VALUES (1, 999)")
+
+
+def test_foreign_key_checks_always_run_when_a_kept_table_references_a_cleaned_one(
+    db: psycopg.Connection[Any],
+) -> None:
+    db.execute("CREATE TABLE pinned (employee_id int NOT NULL REFERENCES employees)")
+    plan = clean.load_plan(db, [*KEEP, "pinned"])
+    assert not plan.fk_checks_skippable
+    assert not clean.reset(db, plan, "delete", skip_fk_checks=True).fk_checks_skipped

@@ -188,6 +188,7 @@ def schemas(draw: st.DrawFn) -> dict[str, Any]:
         "rows": rows,
         "strategy": draw(st.sampled_from(clean.STRATEGIES)),
         "cheap_truncate": draw(st.booleans()),
+        "skip_fk_checks": draw(st.sampled_from([None, True, False])),
     }
 
 
@@ -249,7 +250,14 @@ def test_reset_empties_random_schemas_without_fk_errors(
         plan = clean.load_plan(pg, [])
         if schema["cheap_truncate"]:
             plan = dataclasses.replace(plan, truncate_us=0.001)  # auto truncates whatever has rows
-        report = clean.reset(pg, plan, schema["strategy"], reset_sequences=True, lock_timeout=5)
+        report = clean.reset(
+            pg,
+            plan,
+            schema["strategy"],
+            reset_sequences=True,
+            lock_timeout=5,
+            skip_fk_checks=schema["skip_fk_checks"],
+        )
 
         counts = [pg.execute(sql.SQL("SELECT count(*) FROM {}").format(t)).fetchone() for t in table]
         assert counts == [(0,)] * len(table)
