@@ -53,6 +53,8 @@ bench: install
 	$(BIN)/python bench/clean.py
 	$(BIN)/python bench/migrations.py --server local
 	UV=$(UV) $(BIN)/python bench/cli.py
+	$(BIN)/python bench/fresh.py --server embedded
+	$(BIN)/python bench/fresh.py --server local
 	$(BIN)/python bench/shared_server.py
 
 # Honest dependency floors (scripts/check-floors.sh): about 20 s with a warm uv cache.

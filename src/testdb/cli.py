@@ -12,6 +12,7 @@ like a small tool's, so each command imports what it needs when it runs.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from testdb.config import Settings
     from testdb.lifecycle import Progress, StatusReport
     from testdb.prune import PruneReport
+    from testdb.servers.base import ServerInfo
     from testdb.state import RunState
 
 ERROR_EXIT = 2
@@ -283,11 +285,13 @@ def status(
     if all_runs:
         _print_fleet(_settings(server=server, url=url), explicit=server is not None or url is not None)
         return
-    report = lifecycle.status(_settings())
+    settings = _settings()
+    report = lifecycle.status(settings)
     if report is None:
         _say("testdb: nothing is up here")
-        return
-    _print_status(report)
+    else:
+        _print_status(report)
+    _print_kept(None if report is None else report.state.server, settings)
 
 
 def _print_status(report: StatusReport) -> None:
@@ -339,6 +343,19 @@ def _print_fleet(settings: Settings, *, explicit: bool) -> None:
         table.add_row(run.run_id, *cells, str(run.connections))
     Console(highlight=False).print(table)
     _say(f"testdb: {len(seen.runs)} runs, {len(seen.templates)} cached templates")
+
+
+def _print_kept(info: ServerInfo | None, settings: Settings) -> None:
+    """Failed tests' databases kept for inspection (testdb_fresh_* fixtures), with their leases."""
+    from testdb.fresh.kept import kept_databases
+    from testdb.servers import find_server
+
+    with contextlib.suppress(TestdbError):  # status still reports the run when this fails
+        info = info or find_server(settings)
+        for db in kept_databases(info, settings.prefix) if info is not None else []:
+            minutes = None if db.expires is None else max(0, int(db.expires - time.time())) // 60
+            left = "no lease" if minutes is None else f"{minutes}m left"
+            _say(f"kept (failed test): {db.url} ({left}; testdb prune drops it after)")
 
 
 @app.command()

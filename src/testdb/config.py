@@ -127,6 +127,21 @@ class AdmissionSettings(_Section):
         return parse_duration(value) if isinstance(value, str) else value
 
 
+class FreshSettings(_Section):
+    """The pool behind the ``testdb_fresh_*`` fixtures (one per test process)."""
+
+    pool_size: int = Field(default=4, ge=2)
+    max_pool_size: int = Field(default=16, ge=2)
+    parallel: int = Field(default=2, ge=1)
+    keep_failed: float = Field(default=24 * 3600, ge=0)
+    timeout: float = Field(default=60.0, gt=0)
+
+    @field_validator("keep_failed", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        return parse_duration(value) if isinstance(value, str) else value
+
+
 class PytestSettings(_Section):
     provision: bool = False
     settings_cache_clear: list[str] = Field(default_factory=list)
@@ -166,6 +181,7 @@ with warnings.catch_warnings():
         clean: CleanSettings = Field(default_factory=CleanSettings)
         redis: RedisSettings = Field(default_factory=RedisSettings)
         pytest: PytestSettings = Field(default_factory=PytestSettings)
+        fresh: FreshSettings = Field(default_factory=FreshSettings)
         env: dict[str, str] = Field(default_factory=dict)
 
         @field_validator("ttl", mode="before")

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from testdb.envvars import Target, replacement_environment, run_environment, target_environment
 from testdb.errors import OwnershipError, ServerError, StateError, TestdbError
+from testdb.fresh.names import unmarked_fresh_clones
 from testdb.naming import SERIAL_WORKER, database_names, is_protected, new_run_id, validate_prefix, worker_ids
 from testdb.ownership import DatabaseRow, Liveness, Marker, RunLock, list_databases, set_marker
 from testdb.provision import check_names_free, clone_databases, connection_budget, drop_databases, owned_names
@@ -283,6 +284,7 @@ def drop_run_databases(state: RunState, progress: Progress | None = None) -> lis
             names = owned_names(
                 conn, _run_databases(conn, state), state.run_id, state.server.default_database
             )
+            names += unmarked_fresh_clones(list_databases(conn), state.prefix, state.run_id)
         drop_databases(state.server, names)
         return names
     except ServerError as exc:

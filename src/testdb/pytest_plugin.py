@@ -65,6 +65,7 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
     group.addoption("--testdb-server", default=None, help="auto | url | local | embedded | docker")
     # Fixtures live in their own module (pytest-django's plugin/fixtures split).
     pluginmanager.import_plugin("testdb.fixtures")
+    pluginmanager.import_plugin("testdb.fresh.plugin")  # testdb_fresh_*: a pool per test process
 
 
 @pytest.hookimpl(tryfirst=True)
