@@ -87,7 +87,8 @@ def check_command(command: Sequence[str]) -> None:
 
 def run_child(command: Sequence[str], env: Mapping[str, str], grace: float) -> ChildResult:
     """Run ``command`` to completion; returns its exit code (128+N if killed by signal N)."""
-    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
+    # SIGCHLD is collected too, so the wait below ends the moment the child exits.
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, (*FORWARDED, signal.SIGCHLD))
     try:
         try:
             child = subprocess.Popen(
@@ -115,9 +116,9 @@ def _supervise(child: subprocess.Popen[bytes], grace: float) -> ChildResult:
     escalate_at: float | None = None
     escalation = [signal.SIGTERM, signal.SIGKILL]
     while child.poll() is None:
-        info = signal.sigtimedwait(FORWARDED, POLL_S)
+        info = signal.sigtimedwait((*FORWARDED, signal.SIGCHLD), POLL_S)
         now = time.monotonic()
-        if info is not None:
+        if info is not None and info.si_signo != signal.SIGCHLD:
             interrupted = True
             if info.si_code in (SI_USER, SI_QUEUE, SI_TKILL) and info.si_pid != child.pid:
                 _send(child, info.si_signo)

@@ -28,6 +28,7 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -119,17 +120,17 @@ def _debian_bin_dirs() -> list[Path]:
     return [Path(p) for p in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=major, reverse=True)]
 
 
-def candidate_bin_dirs(settings: EmbeddedSettings) -> list[Path]:
-    """Where server binaries are looked for, in order."""
-    found: list[Path | None] = []
+def candidate_bin_dirs(settings: EmbeddedSettings) -> Iterator[Path]:
+    """Where server binaries are looked for, in order (lazily: pg_config is a subprocess)."""
     if settings.bin_dir:
-        return [Path(settings.bin_dir)]
-    found.append(_wheel_bin_dir())
-    found.append(_pg_config_bin_dir())
+        yield Path(settings.bin_dir)
+        return
     on_path = shutil.which("postgres")
-    found.append(Path(on_path).parent if on_path else None)
-    found.extend(_debian_bin_dirs())
-    return [p for p in found if p is not None]
+    finders = (_wheel_bin_dir, _pg_config_bin_dir, lambda: Path(on_path).parent if on_path else None)
+    for found in (finder() for finder in finders):
+        if found is not None:
+            yield found
+    yield from _debian_bin_dirs()
 
 
 def find_binaries(settings: EmbeddedSettings) -> Binaries:
