@@ -197,7 +197,7 @@ class Resource:
     owner_pid: int | None = None
     expires: float | None = None  # a detached run's lease, where the backend records one
     kept: bool = False  # kept/reused on purpose: survives its runs
-    url: str | None = None  # to ask the server itself which runs live on it
+    url: str | None = field(default=None, repr=False)  # the server's own word on its runs (a password)
     answers: Callable[[], bool] | None = None
     label: str = ""  # how to name it to a user: "embedded cluster /dev/shm/…"
 

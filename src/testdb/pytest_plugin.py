@@ -160,12 +160,19 @@ def _self_provision(config: pytest.Config, state: PluginState) -> None:
     assert settings is not None
     workers = _requested_workers(config)
     request = lifecycle.Request(workers, settings.names == "unique", serial=not _is_xdist_controller(config))
-    state.progress = progress = lifecycle.Progress()
+    # Waiting for connections on a shared server is said at once, not after the wait.
+    state.progress = progress = lifecycle.Progress(notify=_say)
     stack = contextlib.ExitStack()
     run = stack.enter_context(lifecycle.bound_run(settings, request, progress=progress))
     state.run = stack
     # Workers are spawned later and inherit this environment.
     state.saved_env.update(apply_environment(os.environ, lifecycle.environment(run, settings)))
+
+
+def _say(message: str) -> None:
+    import sys
+
+    sys.stderr.write(f"testdb: {message}\n")
 
 
 def _requested_workers(config: pytest.Config) -> int:
