@@ -21,6 +21,7 @@ from testdb import clean
 from testdb.config import CleanSettings
 from testdb.errors import CleanError
 from testdb.servers.base import ServerInfo, connect
+from testdb.urls import PgUrl
 
 SCHEMA = """
 CREATE TABLE counters (name text PRIMARY KEY, n int NOT NULL);
@@ -88,10 +89,21 @@ def _trigger_states(conn: psycopg.Connection[Any]) -> dict[str, str]:
     return dict(rows)
 
 
+#: Test roles log in with this (the embedded server checks passwords; the local one trusts).
+ROLE_PASSWORD = secrets.token_hex(12)
+
+
 def _new_role(admin: psycopg.Connection[Any], rights: str = "LOGIN CREATEDB") -> str:
     name = f"testdb_role_{secrets.token_hex(4)}"
-    admin.execute(sql.SQL("CREATE ROLE {} " + rights).format(sql.Identifier(name)))
+    statement = sql.SQL("CREATE ROLE {} " + rights + " PASSWORD {}")
+    admin.execute(statement.format(sql.Identifier(name), sql.Literal(ROLE_PASSWORD)))
     return name
+
+
+def _login(pg_server: ServerInfo, role: str) -> PgUrl:
+    """The server's maintenance URL for ``role``, with the password that role logs in with."""
+    url = pg_server.admin_url
+    return url if role == url.username else url.set(username=role, password=ROLE_PASSWORD)
 
 
 def _drop_role(admin: psycopg.Connection[Any], name: str) -> None:
@@ -103,10 +115,17 @@ def _drop_role(admin: psycopg.Connection[Any], name: str) -> None:
     for (database,) in owned:
         admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
     if admin.info.server_version >= 150000:
-        admin.execute(
-            sql.SQL("REVOKE ALL ON PARAMETER session_replication_role FROM {}").format(sql.Identifier(name))
-        )
+        revoke = sql.SQL("REVOKE ALL ON PARAMETER session_replication_role FROM {}")
+        _parameter_acl(admin, revoke.format(sql.Identifier(name)))
     admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+def _parameter_acl(admin: psycopg.Connection[Any], statement: sql.Composed) -> None:
+    """GRANT/REVOKE on a parameter, one test process at a time: concurrent changes to the same
+    pg_parameter_acl row fail with "tuple concurrently updated"."""
+    with admin.transaction():
+        admin.execute("SELECT pg_advisory_xact_lock(%s)", (0x7E57C0,))
+        admin.execute(statement)
 
 
 @pytest.fixture
@@ -138,7 +157,7 @@ def owner(request: pytest.FixtureRequest, admin: psycopg.Connection[Any]) -> str
 def db(pg_server: ServerInfo, owner: str) -> Iterator[psycopg.Connection[Any]]:
     """A database created by ``owner``, holding the trigger schema (owned by it), filled."""
     name = f"testdb_trig_{secrets.token_hex(4)}"
-    as_owner = pg_server.admin_url.set(username=owner, password=None)
+    as_owner = _login(pg_server, owner)
     with connect(as_owner) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
@@ -237,7 +256,7 @@ def stranger(admin: psycopg.Connection[Any], db: psycopg.Connection[Any], owner:
 
 
 def _as(pg_server: ServerInfo, db: psycopg.Connection[Any], role: str) -> psycopg.Connection[Any]:
-    return connect(pg_server.admin_url.set(username=role, password=None, database=db.info.dbname))
+    return connect(_login(pg_server, role).set(database=db.info.dbname))
 
 
 def test_role_that_may_not_skip_triggers_is_refused_naming_the_trigger_and_the_grant(
@@ -269,9 +288,8 @@ def test_role_granted_set_on_replication_role_deletes_in_replica_mode(
 ) -> None:
     if admin.info.server_version < 150000:
         pytest.skip("GRANT SET ON PARAMETER needs PostgreSQL 15")
-    admin.execute(
-        sql.SQL("GRANT SET ON PARAMETER session_replication_role TO {}").format(sql.Identifier(stranger))
-    )
+    grant = sql.SQL("GRANT SET ON PARAMETER session_replication_role TO {}")
+    _parameter_acl(admin, grant.format(sql.Identifier(stranger)))
     with _as(pg_server, db, stranger) as conn:
         plan = clean.load_plan(conn, KEEP)
         assert plan.skip[clean.Table("public", "ledger")] == "replica"
