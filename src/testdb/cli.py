@@ -12,7 +12,6 @@ like a small tool's, so each command imports what it needs when it runs.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import os
 import sys
@@ -347,15 +346,12 @@ def _print_fleet(settings: Settings, *, explicit: bool) -> None:
 
 def _print_kept(info: ServerInfo | None, settings: Settings) -> None:
     """Failed tests' databases kept for inspection (testdb_fresh_* fixtures), with their leases."""
-    from testdb.fresh.kept import kept_databases
-    from testdb.servers import find_server
+    from testdb import lifecycle
 
-    with contextlib.suppress(TestdbError):  # status still reports the run when this fails
-        info = info or find_server(settings)
-        for db in kept_databases(info, settings.prefix) if info is not None else []:
-            minutes = None if db.expires is None else max(0, int(db.expires - time.time())) // 60
-            left = "no lease" if minutes is None else f"{minutes}m left"
-            _say(f"kept (failed test): {db.url} ({left}; testdb prune drops it after)")
+    for db in lifecycle.kept_databases(settings, info):
+        minutes = None if db.expires is None else max(0, int(db.expires - time.time())) // 60
+        left = "no lease" if minutes is None else f"{minutes}m left"
+        _say(f"kept (failed test): {db.url} ({left}; testdb prune drops it after)")
 
 
 @app.command()

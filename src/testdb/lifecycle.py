@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
     from testdb.clean import CleanReport
     from testdb.config import Settings
+    from testdb.fresh.kept import KeptDatabase
     from testdb.prune import PruneReport
     from testdb.template import TemplateHold
 
@@ -640,3 +641,15 @@ def _run_child(
     announce(state)
     with progress.phase("command"):
         return run_child(command, environment(state, settings), settings.grace).returncode
+
+
+def kept_databases(settings: Settings, info: ServerInfo | None) -> list[KeptDatabase]:
+    """Failed tests' databases kept for inspection on the run's server (or the server the
+    settings name, when nothing is up); none when no server answers."""
+    from testdb.fresh.kept import kept_databases as on_server
+    from testdb.servers import find_server
+
+    with contextlib.suppress(TestdbError):  # status still reports the run when this fails
+        info = info or find_server(settings)
+        return on_server(info, settings.prefix) if info is not None else []
+    return []
