@@ -6,6 +6,7 @@ PYTEST_DONT_REWRITE: loaded in every pytest run where testdb is installed. Heavy
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import secrets
@@ -211,10 +212,17 @@ def testdb_env(testdb_database: WorkerDatabase, pytestconfig: pytest.Config) -> 
 
     Yields the worker's plain ``postgresql://`` URL.
     """
+    with pointed_at(testdb_database, _settings(pytestconfig)) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def pointed_at(database: WorkerDatabase, settings: Settings) -> Iterator[str]:
+    """The process environment (and the app's cached settings) pointed at ``database`` for the
+    block, everything restored after; yields its plain ``postgresql://`` URL."""
     from testdb.worker import apply_environment, restore_environment, worker_environment
 
-    settings = _settings(pytestconfig)
-    values = worker_environment(testdb_database, settings)
+    values = worker_environment(database, settings)
     hooks = _cache_clear_hooks(settings)
     saved = apply_environment(os.environ, values)
     for hook in hooks:

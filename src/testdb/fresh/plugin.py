@@ -281,22 +281,11 @@ def testdb_fresh_env(
     """
     from dataclasses import replace
 
-    from testdb.fixtures import _cache_clear_hooks
-    from testdb.worker import apply_environment, restore_environment, worker_environment
+    from testdb.fixtures import pointed_at
 
-    settings = _settings(request.config)
     fresh = replace(testdb_database, target=replace(testdb_database.target, url=_testdb_fresh_lease.url))
-    values = worker_environment(fresh, settings)
-    hooks = _cache_clear_hooks(settings)
-    saved = apply_environment(os.environ, values)
-    for hook in hooks:
-        hook()
-    try:
-        yield values["DATABASE_URL"]
-    finally:
-        restore_environment(os.environ, saved)
-        for hook in hooks:
-            hook()
+    with pointed_at(fresh, _settings(request.config)) as url:
+        yield url
 
 
 def _duration(seconds: float) -> str:
