@@ -34,12 +34,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import platformdirs
-import psycopg
 
-from testdb.errors import EmbeddedError
+from testdb.errors import EmbeddedError, ServerError
 from testdb.locks import file_lock
 from testdb.ownership import Resource, pid_alive
-from testdb.servers.base import ServerInfo, ServerKind
+from testdb.servers.base import ServerInfo, ServerKind, wait_ready
 from testdb.servers.reachable import reachable_bin_dir
 from testdb.urls import PgUrl
 
@@ -47,6 +46,7 @@ if TYPE_CHECKING:
     from testdb.config import EmbeddedSettings, Settings
 
 KIND: ServerKind = "embedded"
+_BIND_FAILED = "could not bind its port"
 SUPERUSER = "postgres"
 CLUSTER_FILE = "cluster.json"
 # No trust anywhere: the superuser's random password (kept in the 0600 cluster record and
@@ -344,6 +344,11 @@ class EmbeddedCluster:
             database="postgres",
         )
 
+    @property
+    def socket_url(self) -> PgUrl:
+        """The same server through its own socket directory (up before TCP is, and private)."""
+        return self.url.set(host=None, query={"host": str(self.socket_dir)})
+
     def create(self, skeleton: Path | None) -> None:
         """Lay out the data directory: a copy of the skeleton, or a fresh initdb."""
         self.root.mkdir(parents=True, exist_ok=False, mode=0o755)
@@ -427,26 +432,24 @@ class EmbeddedCluster:
             except OSError as exc:
                 raise _cannot_run(args[0], self.user, exc) from None
         self.pid = proc.pid
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                if "could not bind" in self._log_tail() or "Address already in use" in self._log_tail():
-                    return False
-                raise EmbeddedError(f"embedded PostgreSQL exited during start: {self._log_tail()}")
-            try:
-                psycopg.connect(
-                    host=str(self.socket_dir),
-                    port=self.port,
-                    user=SUPERUSER,
-                    password=self.password,
-                    dbname="postgres",
-                    connect_timeout=1,
-                ).close()
+        try:
+            if wait_ready(self.socket_url, timeout, gone=lambda: self._exited(proc), poll=0.01):
                 return True
-            except psycopg.OperationalError:
-                time.sleep(0.01)
+        except ServerError as exc:
+            if exc.message == _BIND_FAILED:
+                return False  # another process took the port between choosing and binding it
+            raise EmbeddedError(exc.message) from None
         self.stop()
         raise EmbeddedError(f"embedded PostgreSQL did not accept connections within {timeout:.0f}s")
+
+    def _exited(self, proc: subprocess.Popen[bytes]) -> str | None:
+        """Why the server can no longer come up (its process exited), or None while it may."""
+        if proc.poll() is None:
+            return None
+        tail = self._log_tail()
+        if "could not bind" in tail or "Address already in use" in tail:
+            return _BIND_FAILED
+        return f"embedded PostgreSQL exited during start: {tail}"
 
     def _log_tail(self, lines: int = 3) -> str:
         try:
@@ -530,20 +533,11 @@ def _reuse_kept(binaries: Binaries, user: pwd.struct_passwd | None) -> ServerInf
     cluster = EmbeddedCluster(root, binaries, user)
     cluster.port, cluster.pid = int(record["port"]), int(record["pid"])
     cluster.password = str(record.get("password", ""))
-    if _is_our_postmaster(cluster.pid, cluster.data_dir):
-        with contextlib.suppress(psycopg.OperationalError):
-            psycopg.connect(
-                host=str(cluster.socket_dir),
-                port=cluster.port,
-                user=SUPERUSER,
-                password=cluster.password,
-                dbname="postgres",
-                connect_timeout=2,
-            ).close()
-            return cluster.info(
-                f"reusing kept embedded PostgreSQL {binaries.version} on port {cluster.port}",
-                keep=True,
-            )
+    if _is_our_postmaster(cluster.pid, cluster.data_dir) and wait_ready(cluster.socket_url, 0):
+        return cluster.info(
+            f"reusing kept embedded PostgreSQL {binaries.version} on port {cluster.port}",
+            keep=True,
+        )
     if _is_our_postmaster(cluster.pid, cluster.data_dir):
         # Ours and running but not answering (busy, out of connections): other runs may be
         # using it, so it is never destroyed from here.
