@@ -198,22 +198,20 @@ def run(
     Usage: testdb run [-n N] -- COMMAND [ARGS...]. Exits with COMMAND's exit code.
     """
     from testdb import lifecycle
-    from testdb.sharing import redis_claim
 
     command = list(ctx.args)
     options = {"server": server, "url": url, "prefix": prefix, "workers": workers}
     settings = _settings(**options, unique=unique, keep_server=keep_server, wait=wait)
     request = lifecycle.run_request(settings, command, workers, settings.names == "unique")
     progress = lifecycle.Progress(notify=_say_now)
-    with redis_claim(settings, request.workers, request.serial):
-        outcome = lifecycle.run(
-            settings,
-            request,
-            command,
-            keep=keep,
-            progress=progress,
-            announce=lambda state: _report_progress(progress, state),
-        )
+    outcome = lifecycle.run(
+        settings,
+        request,
+        command,
+        keep=keep,
+        progress=progress,
+        announce=lambda state: _report_progress(progress, state),
+    )
     if keep:
         _say(
             f"testdb: kept {len(outcome.state.databases)} databases ('testdb env' prints the environment,"

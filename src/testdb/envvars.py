@@ -32,7 +32,6 @@ OutputFormat = Literal["shell", "dotenv", "json", "github"]
 OUTPUT_FORMATS: tuple[str, ...] = ("shell", "dotenv", "json", "github")
 WORKER_URL_VAR = "TESTDB_WORKER_URL_"
 WORKER_REDIS_VAR = "TESTDB_WORKER_REDIS_URL_"
-ASYNC_DRIVERS = {"asyncpg": "postgresql+asyncpg", "psycopg": "postgresql+psycopg"}
 
 #: Placeholders an ``[env]`` template may use; ``{url:DRIVER}`` takes a driver name.
 ENV_PLACEHOLDERS = frozenset(
@@ -124,7 +123,7 @@ def target_environment(
     env = {
         "DATABASE_URL": with_driver(target.url, None),
         "TEST_DATABASE_URL": with_driver(target.url, None),
-        "DATABASE_URL_ASYNC": with_driver(target.url, ASYNC_DRIVERS[async_driver].partition("+")[2]),
+        "DATABASE_URL_ASYNC": with_driver(target.url, async_driver),
     }
     if target.redis_url:
         env["REDIS_URL"] = target.redis_url

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from testdb.envvars import Target, replacement_environment, run_environment, target_environment
 from testdb.errors import OwnershipError, ServerError, StateError, TestdbError
@@ -30,8 +30,6 @@ from testdb.signals import shielded
 from testdb.state import RunState, load_state, remove_state, require_state, save_state
 
 if TYPE_CHECKING:
-    import psycopg
-
     from testdb.clean import CleanReport
     from testdb.config import Settings
     from testdb.fresh.kept import KeptDatabase
@@ -152,7 +150,7 @@ def _template(
             hold,
         )
     progress.template_built = result.built
-    progress.template_notice = getattr(result, "notice", None) or ("built" if result.built else "reused")
+    progress.template_notice = result.notice
     return result.name
 
 
@@ -282,10 +280,9 @@ def drop_run_databases(state: RunState, progress: Progress | None = None) -> lis
 
     try:
         with admin_connection(state.server) as conn:
-            names = owned_names(
-                conn, _run_databases(conn, state), state.run_id, state.server.default_database
-            )
-            names += unmarked_fresh_clones(list_databases(conn), state.prefix, state.run_id)
+            rows = list_databases(conn)  # one catalog read decides everything below
+        names = owned_names(rows, _run_databases(rows, state), state.run_id, state.server.default_database)
+        names += unmarked_fresh_clones(rows, state.prefix, state.run_id)
         drop_databases(state.server, names)
         return names
     except ServerError as exc:
@@ -300,11 +297,11 @@ def drop_run_databases(state: RunState, progress: Progress | None = None) -> lis
         raise connection_error(state.server.admin_url, exc) from None
 
 
-def _run_databases(conn: psycopg.Connection[Any], state: RunState) -> list[str]:
+def _run_databases(rows: list[DatabaseRow], state: RunState) -> list[str]:
     """The state's databases and what replacement workers and lazy serials cloned under its id."""
     extra = [
         row.name
-        for row in list_databases(conn)
+        for row in rows
         if row.marker is not None and row.marker.run_id == state.run_id and row.marker.role in RUN_ROLES
     ]
     return list(dict.fromkeys([*state.databases, *extra]))
@@ -437,9 +434,7 @@ def status(settings: Settings) -> StatusReport | None:
 
 
 def _alive(state: RunState, liveness: Liveness) -> bool:
-    marker = Marker.for_run(state.run_id, "serial", state.prefix, None)
-    marker.expires = state.expires
-    return liveness.alive(marker)
+    return liveness.run_alive(state.run_id, state.expires)
 
 
 def check_cleanable(
@@ -617,10 +612,12 @@ def run(
     ``announce`` is called once the databases exist, before the command starts.
     """
     from testdb.runner import check_command
+    from testdb.sharing import redis_claim
     from testdb.signals import interrupts_raise
 
     check_command(command)
-    with interrupts_raise():
+    # Two runs on one machine must not flush each other's Redis databases.
+    with interrupts_raise(), redis_claim(settings, request.workers, request.serial):
         if keep:
             state = start_detached(settings, request, progress=progress)
             return RunOutcome(state, _run_child(command, state, settings, progress, announce))

@@ -159,9 +159,10 @@ class Liveness:
 
     def alive(self, marker: Marker) -> bool:
         """A run is alive while it holds its lock, or while its lease has not expired."""
-        if self.holds_lock(marker.run_id):
-            return True
-        return marker.expires is not None and self.now < marker.expires
+        return self.run_alive(marker.run_id, marker.expires)
+
+    def run_alive(self, run_id: str, expires: float | None) -> bool:
+        return self.holds_lock(run_id) or (expires is not None and self.now < expires)
 
 
 def pid_alive(pid: int) -> bool:

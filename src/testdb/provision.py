@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from testdb.errors import OwnershipError, ServerError
 from testdb.naming import is_protected
-from testdb.ownership import Liveness, Marker, Role, list_databases, set_marker
+from testdb.ownership import DatabaseRow, Liveness, Marker, Role, list_databases, set_marker
 from testdb.servers.base import ServerInfo, connect, connection_error, server_major_version
 
 if TYPE_CHECKING:
@@ -70,10 +70,10 @@ def drop_database(conn: psycopg.Connection[Any], name: str) -> None:
 
 
 def owned_names(
-    conn: psycopg.Connection[Any], names: Iterable[str], run_id: str | None, default_database: str
+    rows: Iterable[DatabaseRow], names: Iterable[str], run_id: str | None, default_database: str
 ) -> list[str]:
     """Those of ``names`` that carry testdb's marker (for ``run_id``, if given): safe to drop."""
-    markers = {row.name: row.marker for row in list_databases(conn)}
+    markers = {row.name: row.marker for row in rows}
     dropped = []
     for name in names:
         marker = markers.get(name)

@@ -13,7 +13,7 @@ from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from testdb.envvars import ASYNC_DRIVERS, WORKER_REDIS_VAR, WORKER_URL_VAR, Target, target_environment
+from testdb.envvars import WORKER_REDIS_VAR, WORKER_URL_VAR, Target, target_environment
 from testdb.errors import StateError
 from testdb.naming import SERIAL_WORKER, worker_database
 from testdb.ownership import Marker, Role, list_databases
@@ -47,7 +47,7 @@ class WorkerDatabase:
         return with_driver(self.url, "psycopg")
 
     def async_url(self, driver: str) -> str:
-        return with_driver(self.url, ASYNC_DRIVERS[driver].partition("+")[2])
+        return with_driver(self.url, driver)
 
 
 def current_worker_id(environ: Mapping[str, str] | None = None) -> str:

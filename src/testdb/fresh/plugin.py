@@ -238,10 +238,9 @@ def testdb_fresh_url(_testdb_fresh_lease: Lease) -> str:
 @pytest.fixture
 def testdb_fresh_async_url(_testdb_fresh_lease: Lease, request: pytest.FixtureRequest) -> str:
     """Async SQLAlchemy URL of the same fresh database (``postgresql+asyncpg://`` by default)."""
-    from testdb.envvars import ASYNC_DRIVERS
+    from testdb.urls import with_driver
 
-    driver = ASYNC_DRIVERS[_settings(request.config).async_driver]
-    return _testdb_fresh_lease.url.set(drivername=driver).render_as_string(hide_password=False)
+    return with_driver(_testdb_fresh_lease.url, _settings(request.config).async_driver)
 
 
 @pytest.fixture

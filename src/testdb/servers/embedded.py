@@ -267,9 +267,15 @@ def _run_initdb(binaries: Binaries, data_dir: Path, user: pwd.struct_passwd | No
         # 1 MB WAL segments instead of 16: the skeleton, copied for every cluster, shrinks by 15 MB.
         "--wal-segsize=1",
     ]
+    _run_tool(cmd, user, "initdb failed")
+
+
+def _run_tool(cmd: list[str], user: pwd.struct_passwd | None, failed: str, stdin: str | None = None) -> None:
+    """Run a PostgreSQL program as the server's account; its last output line if it fails."""
     try:
         result = subprocess.run(
             cmd,
+            input=stdin,
             capture_output=True,
             text=True,
             user=user.pw_uid if user else None,
@@ -278,10 +284,10 @@ def _run_initdb(binaries: Binaries, data_dir: Path, user: pwd.struct_passwd | No
             check=False,
         )
     except OSError as exc:
-        raise _cannot_run(binaries.exe("initdb"), user, exc) from None
+        raise _cannot_run(cmd[0], user, exc) from None
     if result.returncode != 0:
         tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["(no output)"]
-        raise EmbeddedError(f"initdb failed: {tail[0]}")
+        raise EmbeddedError(f"{failed}: {tail[0]}")
 
 
 def _cannot_run(exe: str, user: pwd.struct_passwd | None, exc: OSError) -> EmbeddedError:
@@ -374,29 +380,9 @@ class EmbeddedCluster:
         if self.user is not None:
             os.chown(hba, self.user.pw_uid, self.user.pw_gid)
         statement = f"ALTER ROLE {SUPERUSER} PASSWORD '{self.password}';\n"  # urlsafe: no quotes
-        result = subprocess.run(
-            [
-                self.binaries.exe("postgres"),
-                "--single",
-                "-D",
-                str(self.data_dir),
-                "-c",
-                "password_encryption=scram-sha-256",
-                "-c",
-                "log_min_messages=warning",
-                "postgres",
-            ],
-            input=statement,
-            capture_output=True,
-            text=True,
-            user=self.user.pw_uid if self.user else None,
-            group=self.user.pw_gid if self.user else None,
-            timeout=120,
-            check=False,
-        )
-        if result.returncode != 0:
-            tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["(no output)"]
-            raise EmbeddedError(f"setting the embedded server's password failed: {tail[0]}")
+        single = [self.binaries.exe("postgres"), "--single", "-D", str(self.data_dir)]
+        single += ["-c", "password_encryption=scram-sha-256", "-c", "log_min_messages=warning", "postgres"]
+        _run_tool(single, self.user, "setting the embedded server's password failed", stdin=statement)
 
     def start(self, timeout: float) -> None:
         """Start postgres and wait until it accepts a real connection."""
