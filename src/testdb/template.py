@@ -128,7 +128,14 @@ def plan_template(
 ) -> Plan:
     """Name (and chain) of the template this checkout needs on this server."""
     chain = load_chain(schema, root, env_for(info, info.default_database))
-    return Plan(template_name(prefix, schema_digest(schema, root, server_major_version(conn), chain)), chain)
+    major = server_major_version(conn)
+    if chain is not None:
+        # Extension starts from an older template, so everything else that shaped it (SQL
+        # files, inputs, the callable, the server's major version) must be unchanged: it is
+        # part of the chain's base, which an extension source must share.
+        rest = schema_digest(schema, root, major)
+        chain = replace(chain, base=hashlib.sha256(f"{chain.base}:{rest}".encode()).hexdigest())
+    return Plan(template_name(prefix, schema_digest(schema, root, major, chain)), chain)
 
 
 @contextlib.contextmanager
@@ -193,6 +200,9 @@ def _make(
 ) -> str:
     """Extend the best older template if the chain allows it, else build; the notice."""
     source, why = extension_source(rows, plan, marker.prefix)
+    if source is not None and schema.callable:
+        # A fresh build calls it after every revision; an extension could only call it again.
+        source, why = None, "a schema callable runs after the migrations"
     if source is not None and plan.chain is not None:
         added = len(plan.chain.revisions) - (len(source.marker.chain or ()) - 1 if source.marker else 0)
         if _extend(conn, info, plan, source.name, marker, root, env_for):

@@ -265,3 +265,17 @@ def test_without_fork_the_upgrade_runs_in_a_fresh_interpreter(
     result = ensure()
     assert result.extended
     assert _tables(pg_server, result.name) == {"a", "b", "alembic_version"}
+
+
+def test_a_changed_sql_source_beside_the_migrations_builds_instead_of_extending(
+    ensure: Ensure, project: AlembicProject, pg_server: ServerInfo
+) -> None:
+    (project.root / "extra.sql").write_text("CREATE TABLE extra_one (id int);")
+    project.add_table("a")
+    ensure(sql=["extra.sql"])
+    (project.root / "extra.sql").write_text("CREATE TABLE extra_two (id int);")
+    project.add_table("b")
+    result = ensure(sql=["extra.sql"])
+    assert result.notice == "built"
+    assert _tables(pg_server, result.name) >= {"extra_two", "a", "b"}
+    assert "extra_one" not in _tables(pg_server, result.name)
