@@ -345,6 +345,16 @@ def test_plan_is_read_once_per_database(db: psycopg.Connection[Any]) -> None:
     assert clean.plan_cache.get(db, KEEP) is first
 
 
+def test_a_temporary_table_does_not_make_the_plan_reload(db: psycopg.Connection[Any]) -> None:
+    clean.clean_connection(db, _settings())
+    first = clean.plan_cache.get(db, KEEP)
+    db.execute("CREATE TEMP TABLE scratch (id int PRIMARY KEY)")  # what an app may do in a test
+    db.execute("INSERT INTO employees (id, name) VALUES (100, 'x')")
+    clean.clean_connection(db, _settings())
+    assert clean.plan_cache.get(db, KEEP) is first
+    assert _rows(db, "employees") == 0
+
+
 def test_table_created_after_the_plan_is_still_emptied(db: psycopg.Connection[Any]) -> None:
     clean.clean_connection(db, _settings())
     db.execute("CREATE TABLE late (id int PRIMARY KEY, employee_id int REFERENCES employees)")

@@ -18,8 +18,9 @@ __all__ = ["CATALOG_QUERY", "MARK_SQL", "PlanCache", "load_plan", "plan_cache"]
 #: The catalog state a plan was read at: the highest OIDs of pg_class, pg_constraint and
 #: pg_trigger (see PlanCache). The reset function compares it first thing.
 MARK_SQL = (
-    "(SELECT coalesce(max(oid), 0) FROM pg_catalog.pg_class)::text || ':'"
-    " || (SELECT coalesce(max(oid), 0) FROM pg_catalog.pg_constraint)::text || ':'"
+    # Temporary tables (any session's) are not cleaned: they must not make every plan stale.
+    "(SELECT coalesce(max(oid), 0) FROM pg_catalog.pg_class WHERE relpersistence <> 't')::text || ':'"
+    " || (SELECT coalesce(max(oid), 0) FROM pg_catalog.pg_constraint WHERE contype = 'f')::text || ':'"
     " || (SELECT coalesce(max(oid), 0) FROM pg_catalog.pg_trigger)::text"
 )
 
