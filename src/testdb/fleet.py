@@ -91,7 +91,8 @@ def _from_markers(rows: list[DatabaseRow]) -> dict[str, FleetRun]:
         run = runs.setdefault(marker.run_id, FleetRun(marker.run_id))
         run.prefix, run.owner, run.pid = marker.prefix, f"{marker.user}@{marker.host}", marker.pid
         run.started = min(run.started or marker.created, marker.created)
-        run.expires = marker.expires
+        if marker.role != "failed":  # a kept failed test's database has a lease of its own
+            run.expires = marker.expires
         run.databases.append(row.name)
         run.connections += row.connections
     return runs

@@ -215,7 +215,16 @@ def refuse_if_up(settings: Settings) -> None:
 @contextlib.contextmanager
 def bound_run(settings: Settings, request: Request, *, progress: Progress) -> Iterator[RunState]:
     """A run that lives exactly as long as this block; everything is dropped in ``finally``."""
+    from testdb.sharing import redis_claim
+
     check_request(settings, request)
+    # Two runs on one machine must not flush each other's Redis databases.
+    with redis_claim(settings, request.workers, request.serial):
+        yield from _bound(settings, request, progress)
+
+
+def _bound(settings: Settings, request: Request, progress: Progress) -> Iterator[RunState]:
+    """bound_run's body: server, liveness lock, admission, provision; teardown in ``finally``."""
     run_id = new_run_id()
     with progress.phase("server"):
         info = acquire_server(settings, run_id, progress.notices)
@@ -616,11 +625,11 @@ def run(
     from testdb.signals import interrupts_raise
 
     check_command(command)
-    # Two runs on one machine must not flush each other's Redis databases.
-    with interrupts_raise(), redis_claim(settings, request.workers, request.serial):
-        if keep:
-            state = start_detached(settings, request, progress=progress)
-            return RunOutcome(state, _run_child(command, state, settings, progress, announce))
+    with interrupts_raise():
+        if keep:  # the Redis numbers are claimed while the command runs, not after it
+            with redis_claim(settings, request.workers, request.serial):
+                state = start_detached(settings, request, progress=progress)
+                return RunOutcome(state, _run_child(command, state, settings, progress, announce))
         with bound_run(settings, request, progress=progress) as state, recorded(state, settings):
             code = _run_child(command, state, settings, progress, announce)
     return RunOutcome(state, code)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from testdb.fleet import FleetRun, _from_label
+from testdb.fleet import FleetRun, _from_label, _from_markers
 
 
 def test_a_run_holding_its_lock_is_alive_by_lock_whatever_its_lease() -> None:
@@ -26,3 +26,12 @@ def test_a_lock_connection_name_gives_owner_and_pid() -> None:
 
 def test_another_applications_name_gives_no_owner() -> None:
     assert _from_label("psql", None) == ("?", None, None)
+
+
+def test_a_kept_failed_database_does_not_lend_its_lease_to_a_dead_run() -> None:
+    from testdb.ownership import DatabaseRow, Marker
+
+    worker = Marker.for_run("abcdef123456", "worker", "app", None)
+    kept = Marker.for_run("abcdef123456", "failed", "app", 24 * 3600)
+    rows = [DatabaseRow("app_gw0", worker, 0), DatabaseRow("app_zz_failed", kept, 0)]  # name order
+    assert _from_markers(rows)["abcdef123456"].liveness == "dead"

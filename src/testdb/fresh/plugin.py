@@ -244,13 +244,12 @@ def testdb_fresh_async_url(_testdb_fresh_lease: Lease, request: pytest.FixtureRe
 
 
 @pytest.fixture
-def testdb_fresh_engine(testdb_fresh_url: str) -> Iterator[Engine]:
+def testdb_fresh_engine(testdb_fresh_url: str, testdb_database: WorkerDatabase) -> Iterator[Engine]:
     """An Engine on this test's fresh database, pool sized from the connection budget; disposed after."""
     from sqlalchemy import create_engine
 
-    pool_size = int(os.environ.get("TESTDB_POOL_SIZE", "5"))
-    overflow = int(os.environ.get("TESTDB_MAX_OVERFLOW", "5"))
-    engine = create_engine(testdb_fresh_url, pool_size=pool_size, max_overflow=overflow)
+    pool_size, overflow = testdb_database.pool
+    engine = create_engine(testdb_fresh_url, pool_size=pool_size, max_overflow=overflow, pool_pre_ping=True)
     try:
         yield engine
     finally:

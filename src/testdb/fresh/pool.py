@@ -114,7 +114,8 @@ class FreshPool:
         self.spec = spec
         self.info = ServerInfo(kind="url", url=spec.admin_url)
         self.stats = PoolStats()
-        self.reclaimed: list[str] = []
+        # Only an xdist controller clones spares; a serial run never looks for them.
+        self._spares_left = bool(os.environ.get("PYTEST_XDIST_WORKER"))
         self.max_size = max(spec.size, spec.max_size)
         self.room = ROOM_FACTOR * self.max_size  # ready + used-not-dropped-yet databases at most
         self._cond = threading.Condition()
@@ -139,7 +140,7 @@ class FreshPool:
         self.fresh_name(10**6)  # a name too long for PostgreSQL fails here, not mid-run
         with admin_connection(self.info) as conn:
             rows = list_databases(conn)
-            self.reclaimed = self._reclaim_dead(conn, rows)
+            self._reclaim_dead(conn, rows)
             self._marker.expires = _run_lease(rows, self.spec.run_id)
             self._strategy = clone_strategy(conn)
             self.room = min(self.room, self._disk_cap(conn))
@@ -309,17 +310,15 @@ class FreshPool:
 
     def _claim_spare(self, conn: psycopg.Connection[Any], name: str) -> bool:
         """Rename one of the run's spares to ``name``; False when none is left."""
+        if not self._spares_left:
+            return False  # a serial run: no xdist controller clones spares for it
         pattern = _like_escape(spare_prefix(self.spec.prefix, self.spec.run_id)) + "%"
         spares = conn.execute(
             "SELECT datname FROM pg_database WHERE datname LIKE %s ORDER BY random() LIMIT 4", (pattern,)
         ).fetchall()
         for (spare,) in spares:
             try:
-                conn.execute(
-                    sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
-                        sql.Identifier(spare), sql.Identifier(name)
-                    )
-                )
+                conn.execute(_rename(spare, name))
                 return True
             except (psycopg.errors.InvalidCatalogName, psycopg.errors.ObjectInUse):
                 continue  # another worker claimed it first
@@ -347,7 +346,7 @@ class FreshPool:
 
     # ------------------------------------------------------------ start-up checks
 
-    def _reclaim_dead(self, conn: psycopg.Connection[Any], rows: Sequence[DatabaseRow]) -> list[str]:
+    def _reclaim_dead(self, conn: psycopg.Connection[Any], rows: Sequence[DatabaseRow]) -> None:
         """Drop this run's fresh databases whose process is gone (a crashed worker's)."""
         host = socket.gethostname()
         dead = [
@@ -367,7 +366,6 @@ class FreshPool:
         for name in names:
             drop_database(conn, name)
         self.stats.reclaimed += len(names)
-        return names
 
     def _disk_cap(self, conn: psycopg.Connection[Any]) -> int:
         """Most databases this pool may hold ready, from the server's free disk when it is ours to see."""
