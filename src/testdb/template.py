@@ -293,7 +293,7 @@ def _extend(
         return False
     finally:
         conn.execute("SELECT pg_advisory_unlock_shared(%s, %s)", (USE_LOCK, key))
-    with _dropped_on_failure(conn, plan.name):
+    with dropped_on_failure(conn, plan.name):
         set_marker(conn, plan.name, replace(marker, role="building", template=source))
         url = info.database_url(plan.name).set(drivername="postgresql+psycopg")
         plan.chain.upgrade(url.render_as_string(hide_password=False), env_for(info, plan.name), root)
@@ -302,7 +302,7 @@ def _extend(
 
 
 @contextlib.contextmanager
-def _dropped_on_failure(conn: psycopg.Connection[Any], name: str) -> Iterator[None]:
+def dropped_on_failure(conn: psycopg.Connection[Any], name: str) -> Iterator[None]:
     try:
         yield
     except BaseException:
@@ -321,7 +321,7 @@ def _build(
     env_for: EnvFactory,
 ) -> None:
     name = plan.name
-    with _dropped_on_failure(conn, name):
+    with dropped_on_failure(conn, name):
         try:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         except psycopg.errors.InsufficientPrivilege as exc:

@@ -36,6 +36,7 @@ from testdb.template import (
     TemplateHold,
     build_lock,
     drop_stale,
+    dropped_on_failure,
     ensure_template,
     plan_template,
     seal_template,
@@ -64,8 +65,7 @@ class DumpHeader:
 
     @property
     def key(self) -> str:
-        match = _KEY.search(self.database)
-        return match.group(1) if match else ""
+        return template_key(self.database)
 
 
 def dump_name(template: str) -> str:
@@ -211,7 +211,7 @@ def _restore(
     conn: psycopg.Connection[Any], info: ServerInfo, plan: Plan, marker: Marker, source: Path, major: int
 ) -> None:
     conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(plan.name)))
-    try:
+    with dropped_on_failure(conn, plan.name):
         set_marker(conn, plan.name, marker)
         args, env = _target(info, plan.name)
         # Another server's roles may differ; one transaction: one commit instead of one per object.
@@ -219,9 +219,6 @@ def _restore(
         with source.open("rb") as fh:
             _run([*pg_tool(info, "pg_restore", major), *options, *args], env, "pg_restore", fh)
         seal_template(conn, plan.name, marker, plan)
-    except BaseException:
-        drop_database(conn, plan.name)
-        raise
 
 
 def server_for(settings: Settings) -> ServerInfo:

@@ -49,7 +49,7 @@ def database_settings(url: str) -> dict[str, str]:
     parsed = make_url(url)
     return {
         "NAME": parsed.database or "",
-        "HOST": parsed.host or "",
+        "HOST": parsed.host or parsed.query.get("host", ""),  # a socket directory: Django passes it on
         "PORT": str(parsed.port or ""),
         "USER": parsed.username or "",
         "PASSWORD": parsed.password or "",
