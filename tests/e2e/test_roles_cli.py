@@ -132,6 +132,12 @@ def _counts(admin: psycopg.Connection[Any], role: str, database: str) -> dict[st
         return found
 
 
+def _counter(admin: psycopg.Connection[Any], role: str, database: str) -> int:
+    with _as_role(admin, role, database) as conn:
+        row = conn.execute("SELECT n FROM counters WHERE name = 'orders'").fetchone()
+        return int(row[0]) if row else -1
+
+
 def _owner_of(admin: psycopg.Connection[Any], database: str) -> str:
     row = admin.execute(
         "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", (database,)
@@ -166,6 +172,7 @@ def test_up_env_status_clean_down_as_a_createdb_role(
     assert cleaned.code == 0, cleaned.err
     for name in workers:
         assert _counts(admin, role, name) == {**dict.fromkeys(CLEANED, 0), "counters": 1}
+        assert _counter(admin, role, name) == 0  # the DELETE trigger on orders did not fire
 
     down = cli("down", "--templates")
     assert down.code == 0, down.err
