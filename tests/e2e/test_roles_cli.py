@@ -227,7 +227,9 @@ def test_prune_reclaims_a_killed_run_of_the_role(
 ) -> None:
     proc = start(["run", "-n", "1", "--", "sleep", "60"], cwd=project)
     try:
-        wait_for(lambda: f"{prefix}_gw0" in database_names(admin, prefix), 60, "the run's databases")
+        # The state file is written once every database exists and is marked: a kill before
+        # that can leave a clone whose marker never landed, which prune rightly never touches.
+        wait_for((project / ".testdb" / "state.json").exists, 60, "the run's databases")
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
     finally:
